@@ -1,0 +1,119 @@
+"""A real PostgreSQL 15 server (Debian package) on 127.0.0.1 for tests and dev.
+
+initdb refuses to run as root, so when we are root the cluster is owned by and
+run as the ``postgres`` system user.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import subprocess
+from pathlib import Path
+
+from sensorlog_stack.proc import Process, StackError, free_port, wait_until
+
+PG_BIN = Path(os.environ.get("SENSORLOG_PG_BIN", "/usr/lib/postgresql/15/bin"))
+
+
+def _run_user() -> str | None:
+    return "postgres" if os.geteuid() == 0 else None
+
+
+class Postgres:
+    """One PostgreSQL cluster in ``data_dir``, trust auth on loopback only."""
+
+    def __init__(self, base_dir: Path, port: int | None = None, user: str = "postgres") -> None:
+        if not (PG_BIN / "postgres").exists():
+            raise StackError(
+                f"PostgreSQL 15 not found in {PG_BIN}: run `make tools` "
+                "(apt-get install postgresql-15) or set SENSORLOG_PG_BIN"
+            )
+        self.base_dir = base_dir
+        self.data_dir = base_dir / "data"
+        self.sock_dir = base_dir / "sock"
+        self.port = port or free_port()
+        self.db_user = user
+        self.proc: Process | None = None
+
+    @property
+    def dsn(self) -> str:
+        return f"postgresql://{self.db_user}@127.0.0.1:{self.port}/postgres"
+
+    def _chown(self, path: Path) -> None:
+        run_as = _run_user()
+        if run_as:
+            # The postgres user must be able to reach the directory: temp dirs
+            # made by root are 0700, so open the path for traversal only.
+            for parent in path.resolve().parents:
+                mode = parent.stat().st_mode
+                if not mode & 0o001:
+                    os.chmod(parent, mode | 0o001)
+            pw = pwd.getpwnam(run_as)
+            for p in [path, *path.rglob("*")]:
+                os.chown(p, pw.pw_uid, pw.pw_gid)
+
+    def init(self) -> None:
+        if (self.data_dir / "PG_VERSION").exists():
+            return
+        self.base_dir.mkdir(parents=True, exist_ok=True)
+        self.sock_dir.mkdir(parents=True, exist_ok=True)
+        self._chown(self.base_dir)
+        r = subprocess.run(
+            [str(PG_BIN / "initdb"), "-D", str(self.data_dir), "-U", self.db_user,
+             "--auth=trust", "--encoding=UTF8", "--no-sync"],
+            check=False, capture_output=True, text=True, user=_run_user(), group=_run_user(),
+            extra_groups=[] if _run_user() else None, cwd=self.base_dir,
+        )
+        if r.returncode != 0:
+            raise StackError(f"initdb failed in {self.data_dir}: {r.stderr.strip()}")
+
+    def start(self) -> Postgres:
+        self.init()
+        self.sock_dir.mkdir(parents=True, exist_ok=True)
+        self._chown(self.sock_dir)
+        argv = [
+            str(PG_BIN / "postgres"), "-D", str(self.data_dir), "-p", str(self.port),
+            "-k", str(self.sock_dir), "-c", "listen_addresses=127.0.0.1",
+            "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
+            "-c", "max_connections=200", "-c", "shared_buffers=256MB",
+        ]
+        log = self.base_dir / "postgres.log"
+        if log.exists():
+            self._chown(log)
+        self.proc = Process("postgres", argv, log, cwd=self.base_dir, user=_run_user())
+        wait_until(self._ready, 30, f"PostgreSQL on 127.0.0.1:{self.port}", log)
+        return self
+
+    def _ready(self) -> bool:
+        if self.proc is not None and not self.proc.alive():
+            raise StackError(f"PostgreSQL exited; see {self.base_dir / 'postgres.log'}")
+        r = subprocess.run(
+            [str(PG_BIN / "pg_isready"), "-h", "127.0.0.1", "-p", str(self.port), "-q"],
+            check=False,
+        )
+        return r.returncode == 0
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            # SIGINT = PostgreSQL's "fast" shutdown: roll back and exit at once.
+            import signal
+
+            self.proc.signal(signal.SIGINT)
+            try:
+                self.proc.popen.wait(15)
+            except subprocess.TimeoutExpired:
+                pass
+            self.proc.stop()
+            self.proc = None
+
+    def kill(self) -> None:
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.stop()
+            self.proc = None
+
+    def destroy(self) -> None:
+        self.stop()
+        shutil.rmtree(self.base_dir, ignore_errors=True)
