@@ -1,0 +1,2 @@
+# Real local stack fixtures (PostgreSQL 15, TimescaleDB, Kafka, kube-apiserver).
+pytest_plugins = ["sensorlog_stack.fixtures"]
