@@ -144,6 +144,12 @@ class StreamReadingsRequest(_message.Message):
     order: Order
     def __init__(self, sensor_ids: _Optional[_Iterable[int]] = ..., start: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., order: _Optional[_Union[Order, str]] = ...) -> None: ...
 
+class StreamReadingsResponse(_message.Message):
+    __slots__ = ("readings",)
+    READINGS_FIELD_NUMBER: _ClassVar[int]
+    readings: _containers.RepeatedCompositeFieldContainer[Reading]
+    def __init__(self, readings: _Optional[_Iterable[_Union[Reading, _Mapping]]] = ...) -> None: ...
+
 class AggregateReadingsRequest(_message.Message):
     __slots__ = ("sensor_ids", "start", "end", "bucket", "fields", "aggregations", "fill_gaps")
     SENSOR_IDS_FIELD_NUMBER: _ClassVar[int]

@@ -52,7 +52,7 @@ class QueryServiceStub:
         self.StreamReadings = channel.unary_stream(
                 '/sensorlog.v1.QueryService/StreamReadings',
                 request_serializer=sensorlog_dot_v1_dot_query__pb2.StreamReadingsRequest.SerializeToString,
-                response_deserializer=sensorlog_dot_v1_dot_query__pb2.Reading.FromString,
+                response_deserializer=sensorlog_dot_v1_dot_query__pb2.StreamReadingsResponse.FromString,
                 _registered_method=True)
         self.AggregateReadings = channel.unary_unary(
                 '/sensorlog.v1.QueryService/AggregateReadings',
@@ -93,6 +93,8 @@ class QueryServiceServicer:
     def StreamReadings(self, request, context):
         """Raw readings in a time range as a stream, for ranges too large for pages.
         The server reads from the database only as fast as the client consumes.
+        Readings come in batches: one message per row would cap throughput at a
+        few thousand rows per second.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -133,7 +135,7 @@ def add_QueryServiceServicer_to_server(servicer, server):
             'StreamReadings': grpc.unary_stream_rpc_method_handler(
                     servicer.StreamReadings,
                     request_deserializer=sensorlog_dot_v1_dot_query__pb2.StreamReadingsRequest.FromString,
-                    response_serializer=sensorlog_dot_v1_dot_query__pb2.Reading.SerializeToString,
+                    response_serializer=sensorlog_dot_v1_dot_query__pb2.StreamReadingsResponse.SerializeToString,
             ),
             'AggregateReadings': grpc.unary_unary_rpc_method_handler(
                     servicer.AggregateReadings,
@@ -253,7 +255,7 @@ class QueryService:
             target,
             '/sensorlog.v1.QueryService/StreamReadings',
             sensorlog_dot_v1_dot_query__pb2.StreamReadingsRequest.SerializeToString,
-            sensorlog_dot_v1_dot_query__pb2.Reading.FromString,
+            sensorlog_dot_v1_dot_query__pb2.StreamReadingsResponse.FromString,
             options,
             channel_credentials,
             insecure,
