@@ -1,6 +1,5 @@
 import asyncpg
 import pytest
-
 from sensorlog_core import db
 from sensorlog_core.migrate import MigrateError, load_migrations, migrate
 

@@ -1,0 +1,103 @@
+"""``sensorlog-writer``: run one member of the writer consumer group."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+from sensorlog_core import db
+from sensorlog_core.logs import setup_logging
+from sensorlog_core.settings import load
+from sensorlog_core.statusserver import StatusServer
+
+from sensorlog_writer.settings import WriterSettings
+from sensorlog_writer.writer import Writer
+
+log = logging.getLogger("sensorlog_writer")
+
+
+def make_consumer(s: WriterSettings) -> AIOKafkaConsumer:
+    return AIOKafkaConsumer(
+        bootstrap_servers=s.kafka_bootstrap_servers,
+        group_id=s.group_id,
+        client_id=f"{s.group_id}-writer",
+        enable_auto_commit=False,
+        auto_offset_reset=s.auto_offset_reset,
+        session_timeout_ms=s.session_timeout_ms,
+        heartbeat_interval_ms=s.heartbeat_interval_ms,
+        max_poll_interval_ms=s.max_poll_interval_ms,
+        fetch_max_bytes=s.fetch_max_bytes,
+        max_partition_fetch_bytes=s.max_partition_fetch_bytes,
+        max_poll_records=s.batch_max_records,
+    )
+
+
+def make_producer(s: WriterSettings) -> AIOKafkaProducer:
+    return AIOKafkaProducer(
+        bootstrap_servers=s.kafka_bootstrap_servers,
+        client_id=f"{s.group_id}-dlq",
+        acks="all",
+        linger_ms=5,
+        max_request_size=1 << 20,
+    )
+
+
+async def run(s: WriterSettings) -> int:
+    pool = await db.create_pool(
+        s.database_dsn.get_secret_value(),
+        min_size=0,
+        max_size=s.db_pool_max,
+        command_timeout=s.db_command_timeout_s,
+    )
+    consumer, producer = make_consumer(s), make_producer(s)
+    writer = Writer(s, pool, consumer, producer)
+    status = StatusServer(s.metrics_host, s.health_port, ready=writer.ready)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, writer.stop)
+    if s.health_port:
+        await status.start()
+    await producer.start()
+    await consumer.start()
+    writer.subscribe()
+    log.info("writer started", extra={"group": s.group_id, "topics": list(s.topics)})
+    task = asyncio.create_task(writer.run())
+    stop_requested = asyncio.create_task(writer._stopping.wait())
+    await asyncio.wait({task, stop_requested}, return_when=asyncio.FIRST_COMPLETED)
+    code = 0
+    if task.done() and task.exception() is not None:
+        log.error("writer loop failed", exc_info=task.exception())
+        code = 1
+    else:
+        try:
+            await asyncio.wait_for(asyncio.shield(task), s.shutdown_grace_s)
+        except TimeoutError:
+            log.warning("grace period over; abandoning the in-flight batch")
+            writer.abandon()
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+    stop_requested.cancel()
+    # Leaving the group lets the others take our partitions at once.
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(consumer.stop(), 10)
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(producer.stop(), 10)
+    await status.stop()
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(pool.close(), 5)
+    log.info("writer stopped")
+    return code
+
+
+def main() -> None:
+    settings = load(WriterSettings)
+    setup_logging(settings.log_level, settings.log_format)
+    raise SystemExit(asyncio.run(run(settings)))
+
+
+if __name__ == "__main__":
+    main()
