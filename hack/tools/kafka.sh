@@ -22,8 +22,15 @@ mkdir -p "$KAFKA_HOME"
 # never leaves a half-filled libs/ (or jars of two versions) on the class path.
 staging="$(mktemp -d "$KAFKA_HOME/libs.new.XXXXXX")"
 trap 'rm -rf "$staging"' EXIT
-mvn -q -B -Dstyle.color=never -f "$POM" -Dkafka.version="$KAFKA_VERSION" \
-  dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$staging"
+chmod 755 "$staging"
+# Maven's output (colour codes even with -q) is only shown when it fails.
+if ! mvn -q -B -f "$POM" -Dkafka.version="$KAFKA_VERSION" \
+    dependency:copy-dependencies -DincludeScope=runtime -DoutputDirectory="$staging" \
+    >"$staging.log" 2>&1; then
+  cat "$staging.log" >&2; rm -f "$staging.log"
+  log "mvn could not fetch org.apache.kafka:kafka_2.13:$KAFKA_VERSION (see above)"; exit 1
+fi
+rm -f "$staging.log"
 for jar in "kafka_2.13-$KAFKA_VERSION" "kafka-server-$KAFKA_VERSION" "kafka-storage-$KAFKA_VERSION" \
            "kafka-raft-$KAFKA_VERSION" "kafka-clients-$KAFKA_VERSION" log4j-core log4j-slf4j-impl; do
   compgen -G "$staging/$jar*.jar" >/dev/null || { log "missing $jar in the resolved jars"; exit 1; }
