@@ -1,2 +1,5 @@
 # Real local stack fixtures (PostgreSQL 15, TimescaleDB, Kafka, kube-apiserver).
-pytest_plugins = ["sensorlog_stack.fixtures"]
+pytest_plugins = [
+    "sensorlog_stack.fixtures",
+    "sensorlog_stack.fixtures_kafka",
+]

@@ -54,11 +54,11 @@ async def run(s: WriterSettings) -> int:
     )
     consumer, producer = make_consumer(s), make_producer(s)
     writer = Writer(s, pool, consumer, producer)
-    status = StatusServer(s.metrics_host, s.health_port, ready=writer.ready)
+    status = StatusServer(s.metrics_host, s.metrics_port, ready=writer.ready)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, writer.stop)
-    if s.health_port:
+    if s.metrics_port:
         await status.start()
     await producer.start()
     await consumer.start()

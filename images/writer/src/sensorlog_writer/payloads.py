@@ -87,7 +87,8 @@ def decode_json(raw: bytes | None, max_bytes: int) -> Any:
     if len(raw) > max_bytes:
         raise PayloadError(f"record is {len(raw)} bytes, over the {max_bytes}-byte limit")
     try:
-        return json.loads(raw, parse_constant=_keep_constant)
+        # Decode explicitly: json.loads would guess UTF-16/32 from the first bytes.
+        return json.loads(raw.decode("utf-8"), parse_constant=_keep_constant)
     except PayloadError:
         raise
     except RecursionError:

@@ -68,9 +68,6 @@ class WriterSettings(ServiceSettings):
         pattern="^(earliest|latest)$",
         description="Where a new group starts: earliest keeps every reading.",
     )
-    health_port: int = Field(
-        8080, ge=0, le=65535, description="/healthz and /readyz port; 0 disables it."
-    )
 
     @model_validator(mode="after")
     def _consistent(self) -> WriterSettings:
