@@ -1,5 +1,6 @@
 import asyncpg
 import pytest
+
 from sensorlog_core import db
 from sensorlog_core.migrate import MigrateError, load_migrations, migrate
 

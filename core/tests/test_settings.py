@@ -3,6 +3,7 @@ import subprocess
 import sys
 
 import pytest
+
 from sensorlog_core.migrate import MigrateSettings
 from sensorlog_core.settings import load
 

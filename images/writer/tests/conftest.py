@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 
 import pytest
+
 from sensorlog_stack.kafka import Kafka, create_topics
 from sensorlog_stack.pipeline import Topics
 from sensorlog_stack.services import WriterProcess

@@ -2,6 +2,7 @@ import json
 from datetime import UTC, datetime, timedelta
 
 import pytest
+
 from sensorlog_writer.payloads import MS_THRESHOLD, parse_readings, parse_sensors, parse_ts
 
 NOW = datetime(2024, 6, 1, tzinfo=UTC)

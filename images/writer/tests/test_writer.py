@@ -11,11 +11,12 @@ from pathlib import Path
 import asyncpg
 import pytest
 from aiokafka import AIOKafkaConsumer
+
 from sensorlog_core import db
 from sensorlog_core.migrate import migrate
 from sensorlog_stack.kafka import Kafka
-from sensorlog_stack.postgres import Postgres
 from sensorlog_stack.pipeline import Load, Topics, produce, stored, wait_for_rows, writer_env
+from sensorlog_stack.postgres import Postgres
 from sensorlog_stack.services import WriterProcess, http_status
 
 pytestmark = pytest.mark.integration

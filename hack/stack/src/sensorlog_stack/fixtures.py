@@ -14,9 +14,9 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+
 from sensorlog_core import db
 from sensorlog_core.migrate import migrate
-
 from sensorlog_stack.postgres import Postgres
 
 _counter = itertools.count()

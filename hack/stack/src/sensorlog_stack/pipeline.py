@@ -13,9 +13,9 @@ from dataclasses import dataclass, field
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
-from sensorlog_writer.publish import synthetic_readings
 
 from sensorlog_stack.kafka import Kafka
+from sensorlog_writer.publish import synthetic_readings
 
 START_TS = 1_700_000_000
 

@@ -6,6 +6,7 @@ run as the ``postgres`` system user.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import shutil
@@ -101,10 +102,8 @@ class Postgres:
             import signal
 
             self.proc.signal(signal.SIGINT)
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.popen.wait(15)
-            except subprocess.TimeoutExpired:
-                pass
             self.proc.stop()
             self.proc = None
 

@@ -8,11 +8,11 @@ import logging
 import signal
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
+
 from sensorlog_core import db
 from sensorlog_core.logs import setup_logging
 from sensorlog_core.settings import load
 from sensorlog_core.statusserver import StatusServer
-
 from sensorlog_writer.settings import WriterSettings
 from sensorlog_writer.writer import Writer
 

@@ -7,8 +7,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import asyncpg
-from sensorlog_core import writes
 
+from sensorlog_core import writes
 from sensorlog_writer.payloads import ReadingRow, SensorRow
 
 log = logging.getLogger(__name__)
