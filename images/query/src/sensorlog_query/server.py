@@ -1,0 +1,126 @@
+"""Server assembly: QueryService, grpc.health.v1, reflection, metrics, graceful stop.
+
+Health is SERVING only while a background probe reaches the database, so a
+Kubernetes gRPC readiness probe takes a pod without a database out of the
+Service instead of letting it answer UNAVAILABLE to every call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from sensorlog.v1 import query_pb2 as pb
+from sensorlog.v1 import query_pb2_grpc as pb_grpc
+
+from sensorlog_query.metrics import DB_UP, MetricsServer
+from sensorlog_query.service import Database, QueryService
+from sensorlog_query.settings import QuerySettings
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["QueryService"].full_name
+SERVING = health_pb2.HealthCheckResponse.SERVING
+NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+
+
+class QueryServer:
+    """One gRPC server and everything it owns; ``start`` then ``stop``."""
+
+    def __init__(self, settings: QuerySettings) -> None:
+        self.settings = settings
+        self.database = Database(settings)
+        # grpc-stubs predate grpc_health's asyncio servicer.
+        self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]
+        self.metrics = MetricsServer(settings.metrics_host, settings.metrics_port)
+        self.server = grpc.aio.server(
+            options=[
+                # A restarted pod must not share its port with a dying one.
+                ("grpc.so_reuseport", 0),
+                ("grpc.max_receive_message_length", 4 * 1024 * 1024),
+            ]
+        )
+        self.port = 0
+        self._serving: bool | None = None
+        self._probe: asyncio.Task[None] | None = None
+
+    async def start(self) -> int:
+        """Bind, start serving; returns the bound port (useful with port 0)."""
+        s = self.settings
+        await self.database.open()
+        servicer = QueryService(s, self.database)
+        pb_grpc.add_QueryServiceServicer_to_server(servicer, self.server)  # type: ignore[no-untyped-call]
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        reflection.enable_server_reflection(
+            [SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server
+        )
+        self.port = self.server.add_insecure_port(f"{s.grpc_host}:{s.grpc_port}")
+        if self.port == 0:
+            raise OSError(f"cannot bind gRPC on {s.grpc_host}:{s.grpc_port}")
+        # NOT_SERVING until the first probe succeeds.
+        await self._set_health(await self.database.ping(s.connect_timeout))
+        await self.server.start()
+        self.metrics.start()
+        self._probe = asyncio.create_task(self._probe_loop(), name="db-health-probe")
+        log.info(
+            "query server listening",
+            extra={"host": s.grpc_host, "port": self.port, "serving": self._serving},
+        )
+        return self.port
+
+    async def _set_health(self, ok: bool) -> None:
+        if ok == self._serving:
+            return
+        status = SERVING if ok else NOT_SERVING
+        for name in ("", SERVICE_NAME):
+            await self.health.set(name, status)
+        DB_UP.set(1 if ok else 0)
+        if self._serving is not None:
+            log.log(
+                logging.INFO if ok else logging.WARNING,
+                "database reachable again" if ok else "database unreachable: NOT_SERVING",
+            )
+        self._serving = ok
+
+    async def _probe_loop(self) -> None:
+        interval = self.settings.health_check_interval
+        while True:
+            await asyncio.sleep(interval)
+            ok = await self.database.ping(min(interval, self.settings.connect_timeout) + 1.0)
+            await self._set_health(ok)
+
+    async def stop(self, grace: float | None = None) -> None:
+        """Refuse new calls, let in-flight ones finish within ``grace``, release everything."""
+        grace = self.settings.shutdown_grace if grace is None else grace
+        if self._probe is not None:
+            self._probe.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._probe
+            self._probe = None
+        # Watchers see NOT_SERVING before the listener goes away.
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+        await self.database.close()
+        self.metrics.stop()
+        log.info("query server stopped")
+
+    async def run_until_signal(self) -> None:
+        """Serve until SIGTERM or SIGINT, then drain (Kubernetes sends SIGTERM on delete)."""
+        stopping = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stopping.set)
+        await self.start()
+        try:
+            await stopping.wait()
+            log.info(
+                "shutting down: draining in-flight calls",
+                extra={"grace_seconds": self.settings.shutdown_grace},
+            )
+        finally:
+            await self.stop()

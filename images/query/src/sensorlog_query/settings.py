@@ -1,0 +1,84 @@
+"""Configuration of the query service (env prefix ``SENSORLOG_QUERY_``)."""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import SettingsConfigDict
+from sensorlog_core.settings import ServiceSettings, check_postgres_dsn
+
+
+class QuerySettings(ServiceSettings):
+    """Settings of ``sensorlog-query-server``; loaded once in ``__main__``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="SENSORLOG_QUERY_", extra="ignore", validate_default=True, frozen=True
+    )
+
+    grpc_host: str = Field("0.0.0.0", description="Address the gRPC server binds.")  # noqa: S104
+    grpc_port: int = Field(
+        50051, ge=0, le=65535, description="Port of the gRPC server; 0 picks a free one."
+    )
+    read_database_dsn: SecretStr | None = Field(
+        None,
+        description="DSN of a read replica for all queries; unset: database_dsn. "
+        "Lets the read side scale apart from the writer's primary.",
+    )
+    pool_min_size: int = Field(
+        0, ge=0, description="Connections kept open; 0 lets the server start while the db is down."
+    )
+    pool_max_size: int = Field(10, ge=1, description="Most connections the server opens.")
+    connect_timeout: float = Field(
+        5.0, gt=0, description="Seconds to wait for a new database connection."
+    )
+    sensors_default_page_size: int = Field(
+        100, ge=1, description="ListSensors page size when the request says 0."
+    )
+    sensors_max_page_size: int = Field(1000, ge=1, description="Largest ListSensors page size.")
+    readings_default_page_size: int = Field(
+        1000, ge=1, description="ListReadings page size when the request says 0."
+    )
+    readings_max_page_size: int = Field(10000, ge=1, description="Largest ListReadings page size.")
+    max_buckets: int = Field(
+        10000,
+        ge=1,
+        description="Most buckets per sensor one AggregateReadings may ask for (range / bucket).",
+    )
+    max_sensor_ids: int = Field(1000, ge=1, description="Most sensor ids one request may name.")
+    statement_timeout: float = Field(
+        30.0,
+        gt=0,
+        description="Seconds a query may run when the client set no (or a longer) deadline.",
+    )
+    health_check_interval: float = Field(
+        2.0, gt=0, description="Seconds between database probes that drive grpc.health.v1."
+    )
+    shutdown_grace: float = Field(
+        20.0, ge=0, description="Seconds in-flight calls get to finish after SIGTERM."
+    )
+    stream_batch_size: int = Field(
+        1000,
+        ge=1,
+        le=100000,
+        description="Rows fetched per database round trip and sent per StreamReadings message.",
+    )
+
+    @field_validator("read_database_dsn")
+    @classmethod
+    def _read_dsn(cls, v: SecretStr | None) -> SecretStr | None:
+        return None if v is None else check_postgres_dsn(v)
+
+    @model_validator(mode="after")
+    def _sizes(self) -> QuerySettings:
+        if self.pool_min_size > self.pool_max_size:
+            raise ValueError("pool_min_size must not exceed pool_max_size")
+        if self.sensors_default_page_size > self.sensors_max_page_size:
+            raise ValueError("sensors_default_page_size must not exceed sensors_max_page_size")
+        if self.readings_default_page_size > self.readings_max_page_size:
+            raise ValueError("readings_default_page_size must not exceed readings_max_page_size")
+        return self
+
+    @property
+    def read_dsn(self) -> str:
+        """The DSN queries run on: the replica when configured, else the primary."""
+        dsn = self.read_database_dsn or self.database_dsn
+        return dsn.get_secret_value()
