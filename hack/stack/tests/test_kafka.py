@@ -11,11 +11,10 @@ from pathlib import Path
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.errors import KafkaError
+
 from sensorlog_stack import kafka as kafka_mod
 from sensorlog_stack.kafka import Kafka, create_topics
 from sensorlog_stack.proc import StackError, port_open
-
-pytest_plugins = ("sensorlog_stack.fixtures_kafka",)
 
 
 def _name(prefix: str) -> str:

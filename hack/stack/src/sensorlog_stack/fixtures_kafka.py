@@ -1,8 +1,9 @@
 """pytest fixture: one real Kafka broker for the whole test session.
 
-Use it with ``pytest_plugins = ("sensorlog_stack.fixtures_kafka",)`` in a test
-module or the root conftest. Tests share the broker, so each should use its own
-topic and group names (e.g. with a uuid suffix).
+The root conftest.py lists this module in ``pytest_plugins``, so any test can
+ask for ``kafka``. Tests share the broker, so each should use its own topic and
+group names (e.g. with a uuid suffix); a test that stops or kills a broker
+starts its own ``Kafka(tmp_path / ...)`` instead.
 """
 
 from __future__ import annotations
