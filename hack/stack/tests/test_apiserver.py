@@ -9,6 +9,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+
 from sensorlog_stack import apiserver
 from sensorlog_stack.apiserver import HELM, HELM3, ControlPlane, missing_binaries
 from sensorlog_stack.fixtures_apiserver import control_plane
