@@ -26,7 +26,7 @@ import { timescaledb } from '@electric-sql/pglite/timescaledb'
 
 import {
   CANCEL_REQUEST, GSSENC_REQUEST, MessageReader, PROTOCOL_3, SSL_REQUEST, SYNC,
-  backendMessages, cstr, dataRow, errorResponse, int32, message, query, readCstr, readyForQuery,
+  backendMessages, dataRow, errorResponse, int32, message, query, readCstr, readyForQuery,
 } from './wire.mjs'
 
 // Reported at startup; asyncpg derives its capabilities from server_version.
@@ -59,6 +59,8 @@ function withoutFirst(out, type) {
   }
   return out
 }
+
+const typesOf = (parts) => parts.map((p) => String.fromCharCode(p[0])).join('')
 
 class ProtocolError extends Error {}
 
@@ -108,7 +110,7 @@ class Session {
     try {
       // The data dir is a real directory (NODEFS): nothing to sync per call.
       const out = Buffer.from(await this.db.execProtocolRaw(Buffer.concat(parts), { syncToFs: false }))
-      if (DEBUG) debug('exec', parts.map((p) => String.fromCharCode(p[0])).join(''), '->', [...backendMessages(out)].map((m) => m.type).join(''))
+      if (DEBUG) debug('exec', typesOf(parts), '->', [...backendMessages(out)].map((m) => m.type).join(''))
       return out
     } catch (err) {
       // A WASM abort leaves the instance unusable; fail every client from now on.
@@ -284,7 +286,7 @@ class Connection {
     // asyncpg prepares with Parse/Describe/Flush and may send the matching
     // Sync much later; outside a transaction nothing ties the session to this
     // client meanwhile, so close the implicit transaction and let others in.
-    const onlyStatements = parts.every((p) => 'PDC'.includes(String.fromCharCode(p[0])))
+    const onlyStatements = /^[PDC]+$/.test(typesOf(parts))
     if (this.status === 'I' && onlyStatements && !scan(out).error) {
       this.settle(scan(await this.session.exec([SYNC])).status)
     }
