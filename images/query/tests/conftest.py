@@ -11,16 +11,19 @@ import importlib.util
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 import grpc
 import pytest
+
 from sensorlog.v1 import query_pb2_grpc as pb_grpc
 from sensorlog_core import db
 from sensorlog_core.migrate import migrate
 from sensorlog_query.server import QueryServer
 from sensorlog_query.settings import QuerySettings
+from sensorlog_stack.postgres import Postgres
 
 _TS_PLUGIN = "sensorlog_stack.fixtures_timescale"
 
@@ -80,6 +83,10 @@ def database(request: pytest.FixtureRequest) -> Database:
         return Database("postgres", request.getfixturevalue("pg_dsn"))
     ts: Database = request.getfixturevalue("timescale_clean")
     return ts
+
+
+Row = tuple[datetime, int, float | None, float | None, dict[str, Any] | None]
+SensorRow = tuple[int, str | None, str | None, dict[str, Any], datetime]
 
 
 @dataclass
@@ -148,6 +155,21 @@ async def start_server() -> AsyncIterator[StartServer]:
     for r in running:
         await r.channel.close()
         await r.server.stop(0.5)
+
+
+@pytest.fixture
+async def own_postgres(tmp_path: Path) -> AsyncIterator[Postgres]:
+    """A migrated PostgreSQL of this test's own, free to stop and restart."""
+    pg = Postgres(tmp_path / "pg").start()
+    try:
+        conn = await db.connect(pg.dsn)
+        try:
+            await migrate(conn)
+        finally:
+            await conn.close()
+        yield pg
+    finally:
+        pg.destroy()
 
 
 @pytest.fixture

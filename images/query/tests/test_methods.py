@@ -221,9 +221,11 @@ async def test_aggregate_functions_and_bucket_edges(query: Any) -> None:
             hour,
             4,
             # temperature: 2, 4, 8 (one reading has none)
-            [14 / 3, 2.0, 8.0, 3.0, 2.0, 8.0]
-            # cpu: 0.5, 0.25, 1.0
-            + [1.75 / 3, 0.25, 1.0, 3.0, 0.5, 1.0],
+            [
+                *[14 / 3, 2.0, 8.0, 3.0, 2.0, 8.0],
+                # cpu: 0.5, 0.25, 1.0
+                *[1.75 / 3, 0.25, 1.0, 3.0, 0.5, 1.0],
+            ],
         ),
     ]
     v = resp.buckets[1].values

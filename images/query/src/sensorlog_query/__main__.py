@@ -6,7 +6,6 @@ import asyncio
 
 from sensorlog_core.logs import setup_logging
 from sensorlog_core.settings import load
-
 from sensorlog_query.server import QueryServer
 from sensorlog_query.settings import QuerySettings
 

@@ -15,9 +15,9 @@ import signal
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+
 from sensorlog.v1 import query_pb2 as pb
 from sensorlog.v1 import query_pb2_grpc as pb_grpc
-
 from sensorlog_query.metrics import DB_UP, MetricsServer
 from sensorlog_query.service import Database, QueryService
 from sensorlog_query.settings import QuerySettings
@@ -38,13 +38,7 @@ class QueryServer:
         # grpc-stubs predate grpc_health's asyncio servicer.
         self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         self.metrics = MetricsServer(settings.metrics_host, settings.metrics_port)
-        self.server = grpc.aio.server(
-            options=[
-                # A restarted pod must not share its port with a dying one.
-                ("grpc.so_reuseport", 0),
-                ("grpc.max_receive_message_length", 4 * 1024 * 1024),
-            ]
-        )
+        self._server: grpc.aio.Server | None = None
         self.port = 0
         self._serving: bool | None = None
         self._probe: asyncio.Task[None] | None = None
@@ -52,19 +46,27 @@ class QueryServer:
     async def start(self) -> int:
         """Bind, start serving; returns the bound port (useful with port 0)."""
         s = self.settings
+        # Created here, not in __init__: grpc.aio binds to the running event loop.
+        self._server = server = grpc.aio.server(
+            options=[
+                # A restarted pod must not share its port with a dying one.
+                ("grpc.so_reuseport", 0),
+                ("grpc.max_receive_message_length", 4 * 1024 * 1024),
+            ]
+        )
         await self.database.open()
         servicer = QueryService(s, self.database)
-        pb_grpc.add_QueryServiceServicer_to_server(servicer, self.server)  # type: ignore[no-untyped-call]
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        pb_grpc.add_QueryServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
-            [SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server
+            [SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME], server
         )
-        self.port = self.server.add_insecure_port(f"{s.grpc_host}:{s.grpc_port}")
+        self.port = server.add_insecure_port(f"{s.grpc_host}:{s.grpc_port}")
         if self.port == 0:
             raise OSError(f"cannot bind gRPC on {s.grpc_host}:{s.grpc_port}")
         # NOT_SERVING until the first probe succeeds.
         await self._set_health(await self.database.ping(s.connect_timeout))
-        await self.server.start()
+        await server.start()
         self.metrics.start()
         self._probe = asyncio.create_task(self._probe_loop(), name="db-health-probe")
         log.info(
@@ -104,7 +106,8 @@ class QueryServer:
             self._probe = None
         # Watchers see NOT_SERVING before the listener goes away.
         await self.health.enter_graceful_shutdown()
-        await self.server.stop(grace)
+        if self._server is not None:
+            await self._server.stop(grace)
         await self.database.close()
         self.metrics.stop()
         log.info("query server stopped")

@@ -24,10 +24,10 @@ import asyncpg
 import grpc
 from google.protobuf.struct_pb2 import Struct
 from google.protobuf.timestamp_pb2 import Timestamp
+
 from sensorlog.v1 import query_pb2 as pb
 from sensorlog.v1 import query_pb2_grpc as pb_grpc
 from sensorlog_core import db, queries
-
 from sensorlog_query import validation as v
 from sensorlog_query.metrics import LATENCY, REQUESTS, ROWS
 from sensorlog_query.settings import QuerySettings
@@ -99,11 +99,10 @@ class Database:
             self.pool.terminate()
         self.pool = None
 
-    def forget_connections(self) -> None:
+    async def forget_connections(self) -> None:
         """After a connection error every pooled connection is suspect: reconnect on next use."""
         if self.pool is not None:
-            with contextlib.suppress(Exception):
-                self.pool.expire_connections()
+            await self.pool.expire_connections()
 
     @contextlib.asynccontextmanager
     async def connection(self, wait: float) -> AsyncIterator[asyncpg.Connection]:
@@ -112,7 +111,7 @@ class Database:
         try:
             conn = await self.pool.acquire(timeout=wait)
         except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-            self.forget_connections()
+            await self.forget_connections()
             raise DatabaseUnavailable(
                 f"cannot get a database connection ({type(exc).__name__})"
             ) from exc
@@ -136,7 +135,7 @@ class Database:
             return True
         except Exception as exc:  # any failure means "not serving"
             if is_connection_error(exc):
-                self.forget_connections()
+                await self.forget_connections()
             log.debug("database probe failed", extra={"error": repr(exc)})
             return False
 
@@ -206,7 +205,7 @@ class QueryService(pb_grpc.QueryServiceServicer):
             raise DeadlinePassed("the client's deadline passed")
         return min(remaining, self.settings.statement_timeout)
 
-    def _status(self, exc: Exception, method: str) -> tuple[grpc.StatusCode, str]:
+    async def _status(self, exc: Exception, method: str) -> tuple[grpc.StatusCode, str]:
         if isinstance(exc, v.BadRequest):
             return grpc.StatusCode.INVALID_ARGUMENT, str(exc)
         if isinstance(exc, queries.CursorError):
@@ -216,8 +215,13 @@ class QueryService(pb_grpc.QueryServiceServicer):
         if isinstance(exc, DatabaseUnavailable):
             return grpc.StatusCode.UNAVAILABLE, f"database unavailable: {exc}"
         if is_connection_error(exc):
-            self.db.forget_connections()
+            await self.db.forget_connections()
             return grpc.StatusCode.UNAVAILABLE, f"database unavailable ({type(exc).__name__})"
+        if isinstance(exc, asyncpg.UndefinedTableError | asyncpg.UndefinedColumnError):
+            log.error("database schema missing", extra={"method": method, "error": str(exc)})
+            return grpc.StatusCode.FAILED_PRECONDITION, (
+                "the database has no sensorlog schema (run sensorlog-migrate)"
+            )
         if isinstance(exc, DeadlinePassed):
             return grpc.StatusCode.DEADLINE_EXCEEDED, str(exc)
         if isinstance(exc, TimeoutError | asyncpg.QueryCanceledError):
@@ -244,7 +248,7 @@ class QueryService(pb_grpc.QueryServiceServicer):
             self._observe(method, grpc.StatusCode.CANCELLED, started)
             raise
         except Exception as exc:
-            code, message = self._status(exc, method)
+            code, message = await self._status(exc, method)
             self._observe(method, code, started)
             if code is not grpc.StatusCode.INTERNAL:
                 log.info(
@@ -364,7 +368,7 @@ class QueryService(pb_grpc.QueryServiceServicer):
             code = grpc.StatusCode.CANCELLED
             raise
         except Exception as exc:
-            code, message = self._status(exc, method)
+            code, message = await self._status(exc, method)
         finally:
             self._observe(method, code, started)
         if code is not grpc.StatusCode.OK:

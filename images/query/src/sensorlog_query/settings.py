@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
+
 from sensorlog_core.settings import ServiceSettings, check_postgres_dsn
 
 

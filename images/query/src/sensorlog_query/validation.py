@@ -10,6 +10,7 @@ from collections.abc import Sequence
 
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
+
 from sensorlog.v1 import query_pb2 as pb
 from sensorlog_core import queries
 
