@@ -4,8 +4,9 @@ Readings (``logger.sensor.ts``) are a JSON object or an array of them::
 
     [{"ts": 1646409307, "sensor_id": 1, "temperature": 30, "cpu": 20, "humidity": 41}]
 
-``ts`` rule: a JSON number below 1e11 is epoch **seconds** (that is up to year
-5138); 1e11 and above is epoch **milliseconds** (from 1973-03-03 on). A string
+``ts`` rule (pydantic's): a JSON number whose magnitude is at most 2e10 is epoch
+**seconds** (2e10 s is year 2603); above 2e10 it is epoch **milliseconds**
+(2e10 ms is 1970-08-20, so real millisecond clocks are always above). A string
 must be RFC 3339 with an offset (``2022-03-04T15:55:07Z``). Numeric fields
 other than temperature/cpu are kept in ``extra``; a non-numeric extra field is
 rejected rather than silently dropped.
@@ -21,22 +22,23 @@ from __future__ import annotations
 import json
 import math
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any
+from datetime import datetime, timedelta
+from typing import Annotated, Any, NotRequired, Required
 
 from pydantic import (
     AliasChoices,
+    AwareDatetime,
     BaseModel,
-    BeforeValidator,
     ConfigDict,
     Field,
+    Strict,
+    TypeAdapter,
     ValidationError,
-    model_validator,
+    with_config,
 )
+from typing_extensions import TypedDict
 
-MS_THRESHOLD = 1e11
 INT64_MAX = 2**63 - 1
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class PayloadError(ValueError):
@@ -101,28 +103,6 @@ def decode_json(raw: bytes | None, max_bytes: int) -> Any:
         ) from None
 
 
-def parse_ts(value: Any, field: str = "ts") -> datetime:
-    if isinstance(value, bool) or value is None:
-        raise PayloadError(f"{field} must be epoch seconds, milliseconds or RFC 3339")
-    if isinstance(value, int | float):
-        if not math.isfinite(value):
-            raise PayloadError(f"{field} is not finite")
-        seconds = value / 1000 if abs(value) >= MS_THRESHOLD else value
-        try:
-            return _EPOCH + timedelta(seconds=seconds)
-        except OverflowError:
-            raise PayloadError(f"{field} {value} is out of range") from None
-    if isinstance(value, str):
-        try:
-            parsed = datetime.fromisoformat(value)
-        except ValueError:
-            raise PayloadError(f"{field} {value[:40]!r} is not RFC 3339") from None
-        if parsed.tzinfo is None:
-            raise PayloadError(f"{field} {value[:40]!r} has no UTC offset (RFC 3339 needs one)")
-        return parsed.astimezone(UTC)
-    raise PayloadError(f"{field} must be epoch seconds, milliseconds or RFC 3339")
-
-
 def _finite_number(value: Any, field: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise PayloadError(f"{field} must be a number, got {type(value).__name__}")
@@ -133,35 +113,43 @@ def _finite_number(value: Any, field: str) -> float:
 
 
 SensorId = Annotated[int, Field(strict=True, ge=0, le=INT64_MAX)]
-Timestamp = Annotated[datetime, BeforeValidator(parse_ts)]
+Timestamp = Annotated[AwareDatetime, Strict(False)]
 Measure = Annotated[float | None, Field(strict=True, allow_inf_nan=False)]
 
 
-class ReadingIn(BaseModel):
-    """One reading; numeric fields beyond temperature/cpu are collected in ``extra``."""
+@with_config(ConfigDict(extra="allow", strict=True, allow_inf_nan=False))
+class ReadingIn(TypedDict):
+    """One reading. Validated in pydantic-core (Rust) straight from the JSON bytes;
+    fields beyond these are checked to be numbers and kept in ``extra``."""
 
-    model_config = ConfigDict(extra="allow", frozen=True)
+    ts: Required[Timestamp]
+    sensor_id: Required[SensorId]
+    temperature: NotRequired[float | None]
+    cpu: NotRequired[float | None]
 
-    ts: Timestamp
-    sensor_id: SensorId
-    temperature: Measure = None
-    cpu: Measure = None
 
-    @model_validator(mode="after")
-    def _numeric_extra(self) -> ReadingIn:
-        for key, value in (self.model_extra or {}).items():
+_ONE = TypeAdapter(ReadingIn)
+_MANY = TypeAdapter(list[ReadingIn])
+_KNOWN = 2  # ts and sensor_id are required
+
+
+def _row(r: ReadingIn, latest: datetime) -> ReadingRow:
+    ts = r["ts"]
+    if ts > latest:
+        raise PayloadError(f"ts {ts.isoformat()} is beyond the allowed future tolerance")
+    temperature = r.get("temperature")
+    cpu = r.get("cpu")
+    extra: dict[str, float] | None = None
+    if len(r) > _KNOWN + ("temperature" in r) + ("cpu" in r):
+        extra = {}
+        for key, value in r.items():
+            if key in ReadingIn.__annotations__ or value is None:
+                continue
             if "\x00" in key:
-                raise ValueError("a field name holds a NUL character")
-            if value is not None:
-                _finite_number(value, key)
-        return self
-
-    def extra(self) -> dict[str, float] | None:
-        fields = self.model_extra
-        if not fields:
-            return None
-        out = {k: float(v) for k, v in fields.items() if v is not None}
-        return out or None
+                raise PayloadError("a field name holds a NUL character")
+            extra[key] = _finite_number(value, key)
+        extra = extra or None
+    return (ts, r["sensor_id"], temperature, cpu, extra)
 
 
 class SensorIn(BaseModel):
@@ -184,15 +172,14 @@ def _explain(exc: ValidationError) -> str:
 
 
 def reading_row(obj: Any, latest_allowed: datetime) -> ReadingRow:
+    """Validate one decoded element (the slow path, used when a record has errors)."""
     if not isinstance(obj, dict):
         raise PayloadError(f"a reading must be a JSON object, got {type(obj).__name__}")
     try:
-        r = ReadingIn.model_validate(obj)
+        r = _ONE.validate_python(obj)
     except ValidationError as exc:
         raise PayloadError(_explain(exc)) from None
-    if r.ts > latest_allowed:
-        raise PayloadError(f"ts {r.ts.isoformat()} is beyond the allowed future tolerance")
-    return (r.ts, r.sensor_id, r.temperature, r.cpu, r.extra())
+    return _row(r, latest_allowed)
 
 
 def _elements(doc: Any, max_elements: int) -> list[Any]:
@@ -201,6 +188,20 @@ def _elements(doc: Any, max_elements: int) -> list[Any]:
             raise PayloadError(f"array of {len(doc)} elements, over the {max_elements} limit")
         return doc
     return [doc]
+
+
+def _fast_rows(raw: bytes, latest: datetime, max_elements: int) -> list[ReadingRow] | None:
+    """The whole record validated in one pydantic-core call; None if anything is off."""
+    try:
+        if raw[:1] == b"[":
+            readings = _MANY.validate_json(raw)
+            if len(readings) > max_elements:
+                return None
+        else:
+            readings = [_ONE.validate_json(raw)]
+        return [_row(r, latest) for r in readings]
+    except (ValidationError, PayloadError):
+        return None
 
 
 def parse_readings(
@@ -212,24 +213,30 @@ def parse_readings(
     max_elements: int,
 ) -> tuple[list[ReadingRow], list[Rejection]]:
     """Good rows and per-element rejections of one readings record."""
+    latest = now + future_tolerance
+    if raw is not None and len(raw) <= max_bytes:
+        rows = _fast_rows(raw, latest, max_elements)
+        if rows is not None:
+            return rows, []
+    # Something is wrong: decode with the stdlib (keeps NaN per element, explains
+    # syntax errors) and validate element by element so good neighbours land.
     try:
         doc = decode_json(raw, max_bytes)
         elements = _elements(doc, max_elements)
     except PayloadError as exc:
         return [], [Rejection(str(exc), None, None)]
-    latest = now + future_tolerance
-    rows: list[ReadingRow] = []
+    good: list[ReadingRow] = []
     rejected: list[Rejection] = []
     is_array = isinstance(doc, list)
     for i, element in enumerate(elements):
         try:
-            rows.append(reading_row(element, latest))
+            good.append(reading_row(element, latest))
         except PayloadError as exc:
             if is_array:
                 rejected.append(Rejection(str(exc), i, _reencode(element)))
             else:
                 rejected.append(Rejection(str(exc), None, None))
-    return rows, rejected
+    return good, rejected
 
 
 def _reencode(element: Any) -> bytes:
