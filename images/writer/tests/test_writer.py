@@ -57,6 +57,26 @@ async def test_100k_readings_across_partitions_land_exactly_once(
     assert got == load.expected
 
 
+async def test_100k_readings_land_exactly_once_on_timescaledb(
+    kafka: Kafka, ts_dsn: str, topics: Topics, writers: Callable[..., WriterProcess]
+) -> None:
+    load = Load(100_000)
+    await produce(kafka.bootstrap, topics.readings, load.messages())
+    writers(writer_env(kafka, ts_dsn, topics, SENSORLOG_WRITER_DB_POOL_MAX="2")).start()
+    assert await wait_for_rows(ts_dsn, load.count, 240) == load.count
+    n, got = await stored(ts_dsn)
+    assert n == load.count and got == load.expected
+    conn = await asyncpg.connect(ts_dsn)
+    try:
+        hypertable = await conn.fetchval(
+            "SELECT count(*) FROM timescaledb_information.hypertables "
+            "WHERE hypertable_name = 'sensor_data'"
+        )
+    finally:
+        await conn.close()
+    assert hypertable == 1
+
+
 async def test_kill_9_one_of_two_writers_mid_stream_loses_and_duplicates_nothing(
     kafka: Kafka, dsn: str, topics: Topics, writers: Callable[..., WriterProcess]
 ) -> None:

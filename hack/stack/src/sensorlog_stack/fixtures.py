@@ -18,6 +18,7 @@ import pytest
 from sensorlog_core import db
 from sensorlog_core.migrate import migrate
 from sensorlog_stack.postgres import Postgres
+from sensorlog_stack.timescale import Timescale
 
 _counter = itertools.count()
 
@@ -58,3 +59,28 @@ async def pg_dsn(postgres: Postgres) -> AsyncIterator[str]:
             await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         finally:
             await admin.close()
+
+
+@pytest.fixture(scope="session")
+async def _ts_migrated(timescale: Timescale) -> str:
+    conn = await db.connect(timescale.dsn)
+    try:
+        await migrate(conn, "require")
+    finally:
+        await conn.close()
+    return timescale.dsn
+
+
+@pytest.fixture
+async def ts_dsn(_ts_migrated: str) -> str:
+    """DSN of the session's migrated TimescaleDB, its sensorlog tables emptied for this test.
+
+    TimescaleDB (PGlite) has one database and one backend session, so tests
+    share it and must not run concurrently against it.
+    """
+    conn = await asyncpg.connect(_ts_migrated)
+    try:
+        await conn.execute("TRUNCATE sensor_data, sensors, consumer_offsets")
+    finally:
+        await conn.close()
+    return _ts_migrated
