@@ -44,7 +44,8 @@ if [ "$ENGINE" = podman ]; then
 fi
 build_args=(--network host)
 if [ "$ENGINE" = podman ]; then
-  build_args+=(--ulimit nofile=10000:10000 --ulimit nproc=32768:32768)
+  # --format docker keeps HEALTHCHECK (the OCI image format has no such field).
+  build_args+=(--format docker --ulimit nofile=10000:10000 --ulimit nproc=32768:32768)
 fi
 
 make_base() {
