@@ -4,8 +4,6 @@ For users behind ``kubectl port-forward svc/sensorlog-query 50051`` who have
 neither grpcurl nor Postman (both still work through server reflection).
 """
 
-# ruff: noqa: T201 - a command-line tool: stdout is its interface, not logging.
-
 from __future__ import annotations
 
 import argparse
