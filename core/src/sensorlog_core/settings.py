@@ -51,7 +51,10 @@ class ServiceSettings(BaseSettings):
         "json", description="json: one JSON object per line (for clusters); text: for humans."
     )
     metrics_port: int = Field(
-        9100, ge=0, le=65535, description="Port of the HTTP status endpoint (/metrics, /healthz, /readyz); 0: off."
+        9100,
+        ge=0,
+        le=65535,
+        description="HTTP status port (/metrics, /healthz, /readyz); 0: off.",
     )
     metrics_host: str = Field("0.0.0.0", description="Address the metrics endpoint binds.")  # noqa: S104
 
