@@ -93,3 +93,40 @@ def run_command(argv: list[str], env: dict[str, str] | None = None, timeout: flo
     if r.returncode != 0:
         raise StackError(f"{argv[0]} failed ({r.returncode}): {r.stderr[-2000:]}")
     return r.stdout
+
+
+def grpc_serving(target: str, timeout: float = 1.0) -> bool:
+    """True when the server's grpc.health.v1 answers SERVING for the whole server."""
+    import grpc
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    try:
+        with grpc.insecure_channel(target) as channel:
+            stub = health_pb2_grpc.HealthStub(channel)
+            resp = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout)
+            return bool(resp.status == health_pb2.HealthCheckResponse.SERVING)
+    except grpc.RpcError:
+        return False
+
+
+class QueryProcess(ServiceProcess):
+    module = "sensorlog_query"
+    prefix = "SENSORLOG_QUERY_"
+
+    def __init__(self, log: Path, env: dict[str, str], name: str | None = None) -> None:
+        # The process must be told its port: with 0 we could not find it again.
+        self.grpc_port = int(env.get("SENSORLOG_QUERY_GRPC_PORT") or 0) or free_port()
+        env = {"SENSORLOG_QUERY_GRPC_HOST": "127.0.0.1", **env}
+        env["SENSORLOG_QUERY_GRPC_PORT"] = str(self.grpc_port)
+        super().__init__(log, env, name)
+
+    @property
+    def target(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    def _ready(self) -> bool:
+        if self.proc is not None and not self.proc.alive():
+            raise StackError(
+                f"{self.name} exited with {self.proc.popen.returncode}; see {self.log}"
+            )
+        return grpc_serving(self.target)
