@@ -170,7 +170,8 @@ def _wait_for_reading(target: str, timeout: float) -> dict[str, object]:
             doc = json.loads(r.stdout)
             readings = doc.get("readings", doc) if isinstance(doc, dict) else doc
             if readings:
-                return readings[0] if isinstance(readings, list) else readings
+                first = readings[0] if isinstance(readings, list) else readings
+                return dict(first)
         time.sleep(0.5)
     raise StackError(f"the sample reading did not come back within {timeout:.0f}s: {last}")
 

@@ -62,10 +62,23 @@ class Postgres:
         self.sock_dir.mkdir(parents=True, exist_ok=True)
         self._chown(self.base_dir)
         r = subprocess.run(
-            [str(PG_BIN / "initdb"), "-D", str(self.data_dir), "-U", self.db_user,
-             "--auth=trust", "--encoding=UTF8", "--no-sync"],
-            check=False, capture_output=True, text=True, user=_run_user(), group=_run_user(),
-            extra_groups=[] if _run_user() else None, cwd=self.base_dir,
+            [
+                str(PG_BIN / "initdb"),
+                "-D",
+                str(self.data_dir),
+                "-U",
+                self.db_user,
+                "--auth=trust",
+                "--encoding=UTF8",
+                "--no-sync",
+            ],
+            check=False,
+            capture_output=True,
+            text=True,
+            user=_run_user(),
+            group=_run_user(),
+            extra_groups=[] if _run_user() else None,
+            cwd=self.base_dir,
         )
         if r.returncode != 0:
             raise StackError(f"initdb failed in {self.data_dir}: {r.stderr.strip()}")
@@ -75,10 +88,25 @@ class Postgres:
         self.sock_dir.mkdir(parents=True, exist_ok=True)
         self._chown(self.sock_dir)
         argv = [
-            str(PG_BIN / "postgres"), "-D", str(self.data_dir), "-p", str(self.port),
-            "-k", str(self.sock_dir), "-c", "listen_addresses=127.0.0.1",
-            "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
-            "-c", "max_connections=200", "-c", "shared_buffers=256MB",
+            str(PG_BIN / "postgres"),
+            "-D",
+            str(self.data_dir),
+            "-p",
+            str(self.port),
+            "-k",
+            str(self.sock_dir),
+            "-c",
+            "listen_addresses=127.0.0.1",
+            "-c",
+            "fsync=off",
+            "-c",
+            "synchronous_commit=off",
+            "-c",
+            "full_page_writes=off",
+            "-c",
+            "max_connections=200",
+            "-c",
+            "shared_buffers=256MB",
         ]
         log = self.base_dir / "postgres.log"
         if log.exists():
