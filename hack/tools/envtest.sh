@@ -2,7 +2,7 @@
 # kube-apiserver and etcd for envtest-style tests (.tools/bin/{kube-apiserver,etcd}).
 # No release binaries can be downloaded on the build machines, so both are built
 # with Go from the throwaway module hack/envtest (see its go.mod for why it exists).
-# Cold (empty Go caches, fresh clone, 2 cores): ~8 min alone, ~14 min when the
+# Cold (empty Go caches, fresh clone, 2 cores): ~8-10 min alone, 14 min when the
 # cores are shared. Go's build and module caches stay in their default places so
 # a rebuild on the same machine mostly links (~40 s). Stamped: a second run with
 # nothing changed returns at once.
