@@ -52,17 +52,17 @@ CRD = textwrap.dedent(
 
 
 def widget(name: str, lo: int, hi: int) -> str:
-    return json.dumps({
-        "apiVersion": "test.sensorlog.dev/v1",
-        "kind": "Widget",
-        "metadata": {"name": name, "namespace": "default"},
-        "spec": {"minReplicas": lo, "maxReplicas": hi},
-    })
+    return json.dumps(
+        {
+            "apiVersion": "test.sensorlog.dev/v1",
+            "kind": "Widget",
+            "metadata": {"name": name, "namespace": "default"},
+            "spec": {"minReplicas": lo, "maxReplicas": hi},
+        }
+    )
 
 
-def test_missing_binaries_name_make_tools(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_missing_binaries_name_make_tools(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(apiserver, "KUBE_APISERVER", tmp_path / "kube-apiserver")
     with pytest.raises(StackError, match="make tools"):
         ControlPlane(tmp_path)
@@ -197,12 +197,30 @@ def test_helm_install_stores_a_release(
         pytest.skip(f"{helm} not installed: run `make tools`")
     chart = make_chart(tmp_path)
     ns = f"helm-{helm.name}"
-    env = {**os.environ, **control_plane.env(), "HELM_CACHE_HOME": str(tmp_path / "cache"),
-           "HELM_CONFIG_HOME": str(tmp_path / "config"), "HELM_DATA_HOME": str(tmp_path / "data")}
+    env = {
+        **os.environ,
+        **control_plane.env(),
+        "HELM_CACHE_HOME": str(tmp_path / "cache"),
+        "HELM_CONFIG_HOME": str(tmp_path / "config"),
+        "HELM_DATA_HOME": str(tmp_path / "data"),
+    }
     r = subprocess.run(
-        [str(helm), "install", "demo", str(chart), "--namespace", ns, "--create-namespace",
-         "--set", "greeting=hi"],
-        env=env, capture_output=True, text=True, timeout=120, check=False,
+        [
+            str(helm),
+            "install",
+            "demo",
+            str(chart),
+            "--namespace",
+            ns,
+            "--create-namespace",
+            "--set",
+            "greeting=hi",
+        ],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert r.returncode == 0, r.stderr
     cm = json.loads(
@@ -211,7 +229,11 @@ def test_helm_install_stores_a_release(
     assert cm["data"] == {"greeting": "hi"}
     releases = subprocess.run(
         [str(helm), "list", "--namespace", ns, "-o", "json"],
-        env=env, capture_output=True, text=True, timeout=60, check=True,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
     )
     [release] = json.loads(releases.stdout)
     assert release["status"] == "deployed"
@@ -233,8 +255,7 @@ def test_stop_leaves_no_process(tmp_path: Path) -> None:
         with pytest.raises(ProcessLookupError):
             os.kill(pid, 0)
     leftovers = [
-        p.name for p in Path("/proc").iterdir()
-        if p.name.isdigit() and str(tmp_path) in _cmdline(p)
+        p.name for p in Path("/proc").iterdir() if p.name.isdigit() and str(tmp_path) in _cmdline(p)
     ]
     assert leftovers == []
 

@@ -163,9 +163,7 @@ class ControlPlane:
             )
         return r
 
-    def service_account_kubeconfig(
-        self, namespace: str, name: str, duration: str = "24h"
-    ) -> Path:
+    def service_account_kubeconfig(self, namespace: str, name: str, duration: str = "24h") -> Path:
         """A kubeconfig that authenticates as ServiceAccount ``namespace/name``.
 
         The token comes from the TokenRequest API, so it is a real bound token
@@ -189,8 +187,20 @@ class ControlPlane:
             return
         pki.mkdir(parents=True, exist_ok=True)
         curve = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]
-        _openssl("req", "-x509", *curve, "-keyout", "ca.key", "-out", "ca.crt",
-                 "-days", "3650", "-subj", "/CN=sensorlog-envtest-ca", cwd=pki)
+        _openssl(
+            "req",
+            "-x509",
+            *curve,
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-days",
+            "3650",
+            "-subj",
+            "/CN=sensorlog-envtest-ca",
+            cwd=pki,
+        )
         (pki / "serving.ext").write_text(
             "basicConstraints=CA:FALSE\n"
             "keyUsage=critical,digitalSignature,keyEncipherment\n"
@@ -209,11 +219,36 @@ class ControlPlane:
             # O=system:masters: bound to cluster-admin by RBAC's bootstrap policy.
             ("admin", f"/O=system:masters/CN={ADMIN_USER}", "client.ext"),
         ]:
-            _openssl("req", "-new", *curve, "-keyout", f"{stem}.key", "-out", f"{stem}.csr",
-                     "-subj", subj, cwd=pki)
-            _openssl("x509", "-req", "-in", f"{stem}.csr", "-CA", "ca.crt", "-CAkey", "ca.key",
-                     "-CAcreateserial", "-days", "3650", "-extfile", ext,
-                     "-out", f"{stem}.crt", cwd=pki)
+            _openssl(
+                "req",
+                "-new",
+                *curve,
+                "-keyout",
+                f"{stem}.key",
+                "-out",
+                f"{stem}.csr",
+                "-subj",
+                subj,
+                cwd=pki,
+            )
+            _openssl(
+                "x509",
+                "-req",
+                "-in",
+                f"{stem}.csr",
+                "-CA",
+                "ca.crt",
+                "-CAkey",
+                "ca.key",
+                "-CAcreateserial",
+                "-days",
+                "3650",
+                "-extfile",
+                ext,
+                "-out",
+                f"{stem}.crt",
+                cwd=pki,
+            )
         _openssl("ecparam", "-name", "prime256v1", "-genkey", "-noout", "-out", "sa.key", cwd=pki)
         _openssl("ec", "-in", "sa.key", "-pubout", "-out", "sa.pub", cwd=pki)
 
@@ -221,12 +256,25 @@ class ControlPlane:
         client = f"http://127.0.0.1:{self.etcd_port}"
         peer = f"http://127.0.0.1:{self.etcd_peer_port}"
         argv = [
-            str(ETCD), "--name", "envtest", "--data-dir", str(self.base_dir / "etcd"),
-            "--listen-client-urls", client, "--advertise-client-urls", client,
-            "--listen-peer-urls", peer, "--initial-advertise-peer-urls", peer,
-            "--initial-cluster", f"envtest={peer}",
+            str(ETCD),
+            "--name",
+            "envtest",
+            "--data-dir",
+            str(self.base_dir / "etcd"),
+            "--listen-client-urls",
+            client,
+            "--advertise-client-urls",
+            client,
+            "--listen-peer-urls",
+            peer,
+            "--initial-advertise-peer-urls",
+            peer,
+            "--initial-cluster",
+            f"envtest={peer}",
             # Test data: losing it on a crash is fine, fsync latency is not.
-            "--unsafe-no-fsync", "--log-level", "warn",
+            "--unsafe-no-fsync",
+            "--log-level",
+            "warn",
         ]
         log = self.base_dir / "etcd.log"
         self._etcd = Process("etcd", argv, log, cwd=self.base_dir)
@@ -297,18 +345,22 @@ class ControlPlane:
         config = {
             "apiVersion": "v1",
             "kind": "Config",
-            "clusters": [{
-                "name": "envtest",
-                "cluster": {
-                    "server": self.server,
-                    "certificate-authority-data": _b64(self.ca_cert),
-                },
-            }],
+            "clusters": [
+                {
+                    "name": "envtest",
+                    "cluster": {
+                        "server": self.server,
+                        "certificate-authority-data": _b64(self.ca_cert),
+                    },
+                }
+            ],
             "users": [{"name": user, "user": credentials}],
-            "contexts": [{
-                "name": "envtest",
-                "context": {"cluster": "envtest", "user": user, "namespace": namespace},
-            }],
+            "contexts": [
+                {
+                    "name": "envtest",
+                    "context": {"cluster": "envtest", "user": user, "namespace": namespace},
+                }
+            ],
             "current-context": "envtest",
         }
         path.write_text(json.dumps(config, indent=2))
