@@ -3,4 +3,5 @@ pytest_plugins = [
     "sensorlog_stack.fixtures",
     "sensorlog_stack.fixtures_kafka",
     "sensorlog_stack.fixtures_timescale",
+    "sensorlog_stack.fixtures_apiserver",
 ]

@@ -24,11 +24,6 @@ from sensorlog_core.settings import ServiceSettings
 from sensorlog_query.settings import QuerySettings
 from sensorlog_writer.settings import WriterSettings
 
-try:  # the real control plane (etcd + kube-apiserver); being finished in hack/stack
-    from sensorlog_stack.fixtures_apiserver import control_plane
-except ImportError:  # pragma: no cover - older checkouts
-    control_plane = None  # type: ignore[assignment]
-
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -363,8 +358,6 @@ def test_operator_api_values_match_the_crd() -> None:
 
 @pytest.fixture(scope="module")
 def kube(request: pytest.FixtureRequest) -> Any:
-    if control_plane is None:
-        pytest.skip("sensorlog_stack.fixtures_apiserver not available yet")
     if not HELMS["helm4"].is_file():
         pytest.skip("helm not installed: run `make tools` (hack/tools/helm.sh)")
     return request.getfixturevalue("control_plane")

@@ -12,10 +12,7 @@ import pytest
 
 from sensorlog_stack import apiserver
 from sensorlog_stack.apiserver import HELM, HELM3, ControlPlane, missing_binaries
-from sensorlog_stack.fixtures_apiserver import control_plane
 from sensorlog_stack.proc import StackError
-
-__all__ = ["control_plane"]
 
 integration = pytest.mark.integration
 
