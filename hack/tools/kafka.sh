@@ -64,8 +64,9 @@ PROPS
 mapfile -t jvm < <(grep -v '^\s*\(#\|$\)' "$ROOT/hack/kafka/jvm.options")
 log4j="-Dlog4j2.configurationFile=$ROOT/hack/kafka/log4j2.properties"
 cp="$KAFKA_HOME/libs/*"
+# A fixed cluster id (base64 of "sensorlog-warmup"): the cluster is thrown away.
 java "${jvm[@]}" "$log4j" -cp "$cp" kafka.tools.StorageTool format \
-  -t "$(python3 -c 'import base64,uuid;print(base64.urlsafe_b64encode(uuid.uuid4().bytes).decode()[:22])')" \
+  -t c2Vuc29ybG9nLXdhcm11cA \
   -c "$warm/server.properties" >"$warm/format.log" 2>&1 || { cat "$warm/format.log" >&2; exit 1; }
 java "${jvm[@]}" "$log4j" -XX:ArchiveClassesAtExit="$KAFKA_HOME/kafka.jsa.tmp" \
   -cp "$cp" kafka.Kafka "$warm/server.properties" >"$warm/kafka.log" 2>&1 &

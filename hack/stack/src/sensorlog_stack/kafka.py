@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import base64
+import concurrent.futures
 import contextlib
 import os
 import shlex
@@ -34,6 +35,8 @@ KAFKA_CDS = KAFKA_HOME / "kafka.jsa"
 CONF_DIR = ROOT / "hack" / "kafka"
 
 START_TIMEOUT = 90.0
+# __consumer_offsets partitions (offsets.topic.num.partitions below).
+OFFSETS_PARTITIONS = 4
 STOP_TIMEOUT = 30.0
 CREATE_TIMEOUT = 30.0
 
@@ -100,6 +103,62 @@ def _api_versions_ok(port: int) -> bool:
         return False
     _size, correlation_id, error_code = struct.unpack(">iih", head)
     return bool(correlation_id == 1 and error_code == 0)
+
+
+def _offsets_partition(group: str) -> int:
+    """The __consumer_offsets partition Kafka assigns ``group`` to (Java's
+    String.hashCode, masked to non-negative, modulo the partition count)."""
+    data = group.encode("utf-16-be")  # Java hashes UTF-16 code units
+    h = 0
+    for (unit,) in struct.iter_unpack(">H", data):
+        h = (31 * h + unit) & 0xFFFFFFFF
+    return (h & 0x7FFFFFFF) % OFFSETS_PARTITIONS
+
+
+# One made-up group per __consumer_offsets partition, so that describing them
+# asks every group coordinator shard whether it has finished loading.
+_PROBE_GROUPS = sorted(
+    {_offsets_partition(g): g for g in (f"sensorlog-probe-{i}" for i in range(64))}.values()
+)
+
+
+async def _wait_group_coordinators(bootstrap: str, timeout: float) -> None:
+    """Return once every group coordinator shard answers OffsetFetch cleanly.
+
+    After a restart (above all after kill()) the broker serves requests a moment
+    before it has re-elected itself leader of __consumer_offsets and reloaded
+    the groups. In that window aiokafka's consumer reads the top-level
+    COORDINATOR_LOAD_IN_PROGRESS of OffsetFetch as "no committed offset" and
+    would silently restart from auto_offset_reset, so start() waits it out.
+    """
+    from aiokafka.client import AIOKafkaClient
+    from aiokafka.errors import KafkaError
+    from aiokafka.protocol.commit import OffsetFetchRequest
+
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    client = AIOKafkaClient(bootstrap_servers=bootstrap, request_timeout_ms=5000)
+    await client.bootstrap()
+    try:
+        metadata = await client.fetch_all_metadata()
+        if "__consumer_offsets" not in metadata.topics(exclude_internal_topics=False):
+            return  # no group yet: created and loaded on first use
+        node = next(iter(metadata.brokers())).nodeId  # one node: every coordinator
+        while True:
+            try:
+                answers = [
+                    await client.send(node, OffsetFetchRequest(group, None))
+                    for group in _PROBE_GROUPS
+                ]
+                if all(a.error_code == 0 for a in answers):
+                    return
+            except KafkaError:
+                pass  # connection reset while the broker settles: ask again
+            if loop.time() > deadline:
+                raise StackError(f"Kafka group coordinators not loaded after {timeout:.0f}s")
+            await asyncio.sleep(0.1)
+    finally:
+        await client.close()
 
 
 class Kafka:
@@ -169,7 +228,7 @@ class Kafka:
             "share.coordinator.state.topic.min.isr": "1",
             # Internal topics default to 50 partitions each; creating and loading
             # them costs seconds on the first group join and on every restart.
-            "offsets.topic.num.partitions": "4",
+            "offsets.topic.num.partitions": str(OFFSETS_PARTITIONS),
             "transaction.state.log.num.partitions": "4",
             "share.coordinator.state.topic.num.partitions": "1",
             # A lone consumer should not wait 3 s for others to join its group.
@@ -200,11 +259,28 @@ class Kafka:
         """Format KRaft storage once; a formatted directory keeps its cluster id."""
         if (self.data_dir / "meta.properties").exists():
             return
-        cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
+        cluster_id = "-"
+        # An id starting with "-" is taken for an option by the argument parser
+        # (Kafka's own random ids avoid it the same way).
+        while cluster_id.startswith("-"):
+            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).decode().rstrip("=")
         r = subprocess.run(
-            [_java(), *_jvm_options(), "-cp", f"{KAFKA_LIBS}/*", "kafka.tools.StorageTool",
-             "format", "--cluster-id", cluster_id, "--config", str(properties)],
-            check=False, capture_output=True, text=True, cwd=self.base_dir,
+            [
+                _java(),
+                *_jvm_options(),
+                "-cp",
+                f"{KAFKA_LIBS}/*",
+                "kafka.tools.StorageTool",
+                "format",
+                "--cluster-id",
+                cluster_id,
+                "--config",
+                str(properties),
+            ],
+            check=False,
+            capture_output=True,
+            text=True,
+            cwd=self.base_dir,
         )
         if r.returncode != 0:
             output = (r.stdout + r.stderr)[-4000:]
@@ -223,6 +299,12 @@ class Kafka:
         _running.add(self)
         try:
             wait_until(self._ready, START_TIMEOUT, f"Kafka on {self.bootstrap}", self.log)
+            # start() is synchronous and may be called from inside a running
+            # event loop (async tests), so the aiokafka probe gets its own.
+            with concurrent.futures.ThreadPoolExecutor(1) as pool:
+                pool.submit(
+                    asyncio.run, _wait_group_coordinators(self.bootstrap, START_TIMEOUT)
+                ).result()
         except BaseException:
             # A broker that never became ready must not linger holding the port
             # and the data directory lock.
