@@ -136,8 +136,11 @@ async def test_restart_under_load_loses_no_acknowledged_message(tmp_path: Path) 
 
     async def send_forever() -> None:
         producer = AIOKafkaProducer(
-            bootstrap_servers=broker.bootstrap, acks="all", enable_idempotence=True,
-            request_timeout_ms=3000, retry_backoff_ms=100,
+            bootstrap_servers=broker.bootstrap,
+            acks="all",
+            enable_idempotence=True,
+            request_timeout_ms=3000,
+            retry_backoff_ms=100,
         )
         await producer.start()
         try:
