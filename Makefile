@@ -63,6 +63,8 @@ test-node: ## The TimescaleDB front's own wire-level tests (node --test).
 	cd hack/pglite && node --test test/
 
 ##@ Benchmarks
+BENCH_ARGS ?= --small
+
 .PHONY: bench-writer
 bench-writer: tools ## Writer throughput vs raw COPY, and RSS under a backlog -> bench/out/writer.md.
 	$(PY) bench/writer_bench.py $(BENCH_ARGS)
@@ -71,8 +73,13 @@ bench-writer: tools ## Writer throughput vs raw COPY, and RSS under a backlog ->
 bench-query: tools ## Query service vs direct SQL -> bench/out/query.md.
 	$(PY) bench/query_bench.py $(BENCH_ARGS)
 
+.PHONY: bench-pipeline
+bench-pipeline: tools ## End-to-end produce-to-visible latency at 1k/5k/20k readings/s -> bench/out/pipeline.json.
+	$(PY) bench/pipeline_bench.py $(BENCH_ARGS)
+
 .PHONY: bench
-bench: bench-writer bench-query ## All benchmarks (small mode by default; BENCH_ARGS=--full).
+bench: bench-writer bench-query bench-pipeline ## All benchmarks + bench/REPORT.md with plots (small mode; BENCH_ARGS=--full).
+	$(PY) bench/report.py
 
 ##@ Kubernetes
 .PHONY: helm-verify

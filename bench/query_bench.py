@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
+import json
 import multiprocessing as mp
 import os
 import random
@@ -355,6 +357,21 @@ def main() -> None:
         text = report(mode, load_s, results)
         OUT.parent.mkdir(parents=True, exist_ok=True)
         OUT.write_text(text)
+        (OUT.parent / "query.json").write_text(
+            json.dumps(
+                {
+                    "mode": mode.name,
+                    "results": [
+                        {
+                            **dataclasses.asdict(r),
+                            "per_second": r.per_second,
+                            "rows_per_second": r.rows_per_second,
+                        }
+                        for r in results
+                    ],
+                }
+            )
+        )
         print(text)
     finally:
         if server is not None and server.poll() is None:

@@ -206,6 +206,18 @@ async def main() -> int:
         "```",
     ]
     (OUT / "writer.md").write_text("\n".join(lines) + "\n")
+    (OUT / "writer.json").write_text(
+        json.dumps(
+            {
+                "readings": n,
+                "runs": args.runs,
+                "ceilings": ceilings,
+                "rates": rates,
+                "peak_rss_mb": peaks,
+                "series": series,
+            }
+        )
+    )
     print("\n".join(lines))
     return 0
 
