@@ -292,8 +292,12 @@ class Writer:
         # so a long outage does not also cost our place in the group.
         deadline = time.monotonic() + seconds
         while (left := deadline - time.monotonic()) > 0 and not self._abandon:
+            # A partition assigned during the outage is not paused yet: pause it too.
+            self.consumer.pause(*self.consumer.assignment())
             got = await self.consumer.getmany(timeout_ms=max(1, int(min(left, 0.5) * 1000)))
-            assert not any(got.values()), "records fetched from paused partitions"
+            for tp, recs in got.items():
+                if recs:  # not ours to keep now: rewind so they are fetched again later
+                    self.consumer.seek(tp, recs[0].offset)
 
     async def _commit_kafka(self, offsets: dict[tuple[str, int], int]) -> None:
         if not offsets:
