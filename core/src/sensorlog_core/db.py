@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import enum
 import json
+import ssl
 from typing import Any
 
 import asyncpg
@@ -60,3 +61,42 @@ async def flavor(conn: asyncpg.Connection | asyncpg.Pool) -> Flavor:
     """TimescaleDB when the extension is installed in this database, else plain PostgreSQL."""
     installed = await conn.fetchval("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'")
     return Flavor.TIMESCALEDB if installed else Flavor.POSTGRES
+
+
+class DatabaseRefused(RuntimeError):
+    """The database refused us for a reason retrying cannot fix (credentials, certificates)."""
+
+
+def fatal_reason(exc: BaseException) -> str | None:
+    """Why connecting failed for good, or None when a retry may succeed (server down, busy)."""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"TLS: the server's certificate is not trusted ({exc.verify_message})"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS handshake failed ({exc.reason or exc})"
+    if isinstance(
+        exc, asyncpg.InvalidPasswordError | asyncpg.InvalidAuthorizationSpecificationError
+    ):
+        # The server's text names the user and the pg_hba rule, never the password.
+        return f"authentication failed ({exc})"
+    if isinstance(exc, ConnectionError) and "rejected SSL upgrade" in str(exc):
+        return "the server does not offer TLS but sslmode requires it"
+    if isinstance(exc, asyncpg.ClientConfigurationError):
+        return f"bad connection settings ({exc})"
+    return None
+
+
+async def preflight(dsn: str, timeout: float = 10.0) -> None:
+    """Connect once; raise :class:`DatabaseRefused` when the failure is not transient.
+
+    Long-running processes call this before their retry loops start, so a wrong
+    password or an untrusted certificate ends them with one clear line instead of
+    an endless series of reconnects that can never succeed.
+    """
+    try:
+        conn = await asyncpg.connect(dsn, timeout=timeout)
+    except Exception as exc:
+        reason = fatal_reason(exc)
+        if reason is not None:
+            raise DatabaseRefused(f"database: {reason}") from None
+        return  # unreachable for now: the caller's retries cover that
+    await conn.close()

@@ -147,9 +147,7 @@ class MigrateSettings(ServiceSettings):
 
 async def _run(settings: MigrateSettings) -> int:
     try:
-        conn = await db.connect(
-            settings.database_dsn.get_secret_value(), timeout=settings.connect_timeout
-        )
+        conn = await db.connect(settings.database_url(), timeout=settings.connect_timeout)
     except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
         log.error(
             "cannot connect to the database",
