@@ -9,7 +9,7 @@ import signal
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from sensorlog_core import db
+from sensorlog_core import db, kafka_security
 from sensorlog_core.logs import setup_logging
 from sensorlog_core.settings import load
 from sensorlog_core.statusserver import StatusServer
@@ -17,6 +17,9 @@ from sensorlog_writer.settings import WriterSettings
 from sensorlog_writer.writer import Writer
 
 log = logging.getLogger("sensorlog_writer")
+# Exit code when the database or Kafka refuses our credentials or certificate.
+EXIT_REFUSED = 3
+PREFLIGHT_TIMEOUT_S = 10.0
 
 
 def make_consumer(s: WriterSettings) -> AIOKafkaConsumer:
@@ -32,6 +35,7 @@ def make_consumer(s: WriterSettings) -> AIOKafkaConsumer:
         fetch_max_bytes=s.fetch_max_bytes,
         max_partition_fetch_bytes=s.max_partition_fetch_bytes,
         max_poll_records=s.batch_max_records,
+        **kafka_security.client_kwargs(s),
     )
 
 
@@ -42,12 +46,22 @@ def make_producer(s: WriterSettings) -> AIOKafkaProducer:
         acks="all",
         linger_ms=5,
         max_request_size=1 << 20,
+        **kafka_security.client_kwargs(s),
     )
 
 
 async def run(s: WriterSettings) -> int:
+    try:
+        await db.preflight(s.database_url(), PREFLIGHT_TIMEOUT_S)
+        await kafka_security.preflight(s.kafka_bootstrap_servers, s, PREFLIGHT_TIMEOUT_S)
+    except (db.DatabaseRefused, kafka_security.KafkaSecurityError) as exc:
+        log.error(
+            "refused at start-up; retrying cannot fix this, check the settings",
+            extra={"reason": str(exc)},
+        )
+        return EXIT_REFUSED
     pool = await db.create_pool(
-        s.database_dsn.get_secret_value(),
+        s.database_url(),
         min_size=0,
         max_size=s.db_pool_max,
         command_timeout=s.db_command_timeout_s,

@@ -7,7 +7,9 @@ Examples::
     sensorlog-publish file readings.jsonl          # one JSON message per line ('-': stdin)
     sensorlog-publish load --rate 5000 --sensors 100 --count 100000
 
-The bootstrap servers come from ``--bootstrap`` or SENSORLOG_WRITER_KAFKA_BOOTSTRAP_SERVERS.
+The bootstrap servers come from ``--bootstrap`` or SENSORLOG_WRITER_KAFKA_BOOTSTRAP_SERVERS;
+TLS/SASL from the writer's SENSORLOG_WRITER_KAFKA_* variables or the flags below
+(the SASL password only from the environment or --sasl-password-file, never a flag).
 """
 
 from __future__ import annotations
@@ -22,9 +24,31 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
+from pydantic_settings import SettingsConfigDict
+
+from sensorlog_core.kafka_security import KafkaSecuritySettings, client_kwargs
+from sensorlog_core.settings import load
 
 READINGS_TOPIC = "logger.sensor.ts"
 SENSORS_TOPIC = "logger.sensor.instance"
+
+
+class PublishSecurity(KafkaSecuritySettings):
+    """The writer's Kafka security variables: one environment serves the writer and this CLI."""
+
+    model_config = SettingsConfigDict(env_prefix="SENSORLOG_WRITER_", extra="ignore", frozen=True)
+
+
+# flag dest -> PublishSecurity field
+_SECURITY_FLAGS = {
+    "security_protocol": "kafka_security_protocol",
+    "ca_file": "kafka_ssl_ca_file",
+    "cert_file": "kafka_ssl_cert_file",
+    "key_file": "kafka_ssl_key_file",
+    "sasl_mechanism": "kafka_sasl_mechanism",
+    "sasl_username": "kafka_sasl_username",
+    "sasl_password_file": "kafka_sasl_password_file",
+}
 
 
 def synthetic_readings(
@@ -67,10 +91,18 @@ def _key(doc: Any) -> bytes | None:
 
 
 async def _send_all(
-    bootstrap: str, topic: str, docs: AsyncIterator[bytes], rate: float | None
+    bootstrap: str,
+    topic: str,
+    docs: AsyncIterator[bytes],
+    rate: float | None,
+    security: KafkaSecuritySettings | None = None,
 ) -> dict[str, float]:
     producer = AIOKafkaProducer(
-        bootstrap_servers=bootstrap, acks="all", linger_ms=10, max_batch_size=256 * 1024
+        bootstrap_servers=bootstrap,
+        acks="all",
+        linger_ms=10,
+        max_batch_size=256 * 1024,
+        **(client_kwargs(security) if security is not None else {}),
     )
     await producer.start()
     sent = 0
@@ -128,6 +160,19 @@ def build_parser() -> argparse.ArgumentParser:
         default=os.environ.get("SENSORLOG_WRITER_KAFKA_BOOTSTRAP_SERVERS", "127.0.0.1:9092"),
     )
     p.add_argument("--topic", help="override the topic (default depends on the command)")
+    sec = p.add_argument_group("Kafka security (default: the SENSORLOG_WRITER_KAFKA_* variables)")
+    sec.add_argument(
+        "--security-protocol", choices=["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"]
+    )
+    sec.add_argument("--ca-file", help="PEM CA that signed the brokers' certificates")
+    sec.add_argument("--cert-file", help="PEM client certificate (mTLS)")
+    sec.add_argument("--key-file", help="PEM client key (mTLS)")
+    sec.add_argument("--sasl-mechanism", choices=["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512"])
+    sec.add_argument("--sasl-username")
+    sec.add_argument(
+        "--sasl-password-file",
+        help="file holding the SASL password (or env SENSORLOG_WRITER_KAFKA_SASL_PASSWORD)",
+    )
     sub = p.add_subparsers(dest="cmd", required=True)
     r = sub.add_parser("reading", help="send one reading")
     r.add_argument("--sensor-id", type=int, required=True)
@@ -167,6 +212,14 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
+    security = load(
+        PublishSecurity,
+        **{
+            field: getattr(args, dest)
+            for dest, field in _SECURITY_FLAGS.items()
+            if getattr(args, dest) is not None
+        },
+    )
     rate: float | None = None
     if args.cmd == "reading":
         doc: dict[str, Any] = {"ts": args.ts or int(time.time()), "sensor_id": args.sensor_id}
@@ -200,7 +253,7 @@ def main(argv: list[str] | None = None) -> None:
         )
         topic = args.topic or READINGS_TOPIC
         rate = args.rate / args.per_message if args.rate else None
-    summary = asyncio.run(_send_all(args.bootstrap, topic, _aiter(docs), rate))
+    summary = asyncio.run(_send_all(args.bootstrap, topic, _aiter(docs), rate, security))
     sys.stdout.write(json.dumps({"topic": topic, **summary}) + "\n")
 
 

@@ -5,10 +5,13 @@ from __future__ import annotations
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from sensorlog_core.kafka_security import KafkaSecuritySettings
 from sensorlog_core.settings import ServiceSettings
 
 
-class WriterSettings(ServiceSettings):
+# Kafka security fields (SENSORLOG_WRITER_KAFKA_SECURITY_PROTOCOL, ...) come from the mixin,
+# shared with sensorlog-publish.
+class WriterSettings(ServiceSettings, KafkaSecuritySettings):
     model_config = SettingsConfigDict(env_prefix="SENSORLOG_WRITER_", extra="ignore", frozen=True)
 
     kafka_bootstrap_servers: str = Field(
