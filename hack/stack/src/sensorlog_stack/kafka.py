@@ -23,6 +23,7 @@ import struct
 import subprocess
 import uuid
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from sensorlog_stack.proc import ROOT, TOOLS, Process, StackError, free_port, wait_until
@@ -161,10 +162,30 @@ async def _wait_group_coordinators(bootstrap: str, timeout: float) -> None:
         await client.close()
 
 
+@dataclass(frozen=True)
+class KafkaTls:
+    """Extra secured listeners next to PLAINTEXT (which stays for admin and readiness).
+
+    SSL requires a client certificate signed by ``ca_cert`` (mTLS); SASL_SSL logs
+    users in with SCRAM-SHA-512, their credentials written at format time.
+    """
+
+    ca_cert: Path
+    server_cert: Path
+    server_key: Path
+    scram_users: Mapping[str, str] = field(default_factory=dict)
+
+
 class Kafka:
     """One single-node Kafka cluster whose data lives in ``base_dir/data``."""
 
-    def __init__(self, base_dir: Path, port: int | None = None, partitions: int = 3) -> None:
+    def __init__(
+        self,
+        base_dir: Path,
+        port: int | None = None,
+        partitions: int = 3,
+        tls: KafkaTls | None = None,
+    ) -> None:
         if not any(KAFKA_LIBS.glob("kafka_2.13-*.jar")):
             raise StackError(
                 f"Apache Kafka jars not found in {KAFKA_LIBS}: run `make tools` "
@@ -179,11 +200,24 @@ class Kafka:
         saved = self._saved_ports()
         self.port = port or (saved[0] if saved else free_port())
         self.controller_port = saved[1] if saved else free_port()
+        self.tls = tls
+        self.ssl_port = free_port() if tls else 0
+        self.sasl_ssl_port = free_port() if tls else 0
         self.proc: Process | None = None
 
     @property
     def bootstrap(self) -> str:
         return f"127.0.0.1:{self.port}"
+
+    @property
+    def ssl_bootstrap(self) -> str:
+        """The mTLS listener (tls set)."""
+        return f"127.0.0.1:{self.ssl_port}"
+
+    @property
+    def sasl_ssl_bootstrap(self) -> str:
+        """The SASL_SSL SCRAM-SHA-512 listener (tls set)."""
+        return f"127.0.0.1:{self.sasl_ssl_port}"
 
     @property
     def pid(self) -> int | None:
@@ -253,7 +287,33 @@ class Kafka:
             # Segments are small so that recovery after kill() reads little.
             "log.segment.bytes": str(64 * 1024 * 1024),
         }
+        if self.tls is not None:
+            props.update(self._tls_properties(self.tls))
         return "".join(f"{k}={v}\n" for k, v in props.items())
+
+    def _tls_properties(self, tls: KafkaTls) -> dict[str, str]:
+        # Kafka reads PEM keystores directly: the private key followed by the chain.
+        keystore = self.base_dir / "keystore.pem"
+        keystore.write_text(tls.server_key.read_text() + tls.server_cert.read_text())
+        keystore.chmod(0o600)
+        listeners = f"SSL://127.0.0.1:{self.ssl_port},SASL_SSL://127.0.0.1:{self.sasl_ssl_port}"
+        scram = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+        return {
+            "listeners": f"PLAINTEXT://127.0.0.1:{self.port},{listeners},"
+            f"CONTROLLER://127.0.0.1:{self.controller_port}",
+            "advertised.listeners": f"PLAINTEXT://127.0.0.1:{self.port},{listeners}",
+            "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT,"
+            "SSL:SSL,SASL_SSL:SASL_SSL",
+            "ssl.keystore.type": "PEM",
+            "ssl.keystore.location": str(keystore),
+            "ssl.truststore.type": "PEM",
+            "ssl.truststore.location": str(tls.ca_cert),
+            "listener.name.ssl.ssl.client.auth": "required",
+            "listener.name.sasl_ssl.ssl.client.auth": "none",
+            "sasl.enabled.mechanisms": "SCRAM-SHA-512",
+            "listener.name.sasl_ssl.sasl.enabled.mechanisms": "SCRAM-SHA-512",
+            "listener.name.sasl_ssl.scram-sha-512.sasl.jaas.config": scram,
+        }
 
     def _format(self, properties: Path) -> None:
         """Format KRaft storage once; a formatted directory keeps its cluster id."""
@@ -276,6 +336,11 @@ class Kafka:
                 cluster_id,
                 "--config",
                 str(properties),
+                *(
+                    arg
+                    for user, password in (self.tls.scram_users if self.tls else {}).items()
+                    for arg in ("--add-scram", f"SCRAM-SHA-512=[name={user},password={password}]")
+                ),
             ],
             check=False,
             capture_output=True,

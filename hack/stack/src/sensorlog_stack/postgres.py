@@ -11,6 +11,7 @@ import os
 import pwd
 import shutil
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 from sensorlog_stack.proc import Process, StackError, free_port, wait_until
@@ -22,10 +23,35 @@ def _run_user() -> str | None:
     return "postgres" if os.geteuid() == 0 else None
 
 
-class Postgres:
-    """One PostgreSQL cluster in ``data_dir``, trust auth on loopback only."""
+@dataclass(frozen=True)
+class PostgresTls:
+    """Serve TLS with this certificate; roles other than the admin then need TLS and a
+    SCRAM password (pg_hba ``hostssl ... scram-sha-256``), while the admin keeps trust
+    so fixtures can create databases and roles."""
 
-    def __init__(self, base_dir: Path, port: int | None = None, user: str = "postgres") -> None:
+    server_cert: Path
+    server_key: Path
+
+
+# Read top-down, first match wins.
+_TLS_HBA = """\
+local   all  all                 trust
+host    all  {admin}  127.0.0.1/32  trust
+hostssl all  all      127.0.0.1/32  scram-sha-256
+host    all  all      127.0.0.1/32  reject
+"""
+
+
+class Postgres:
+    """One PostgreSQL cluster in ``data_dir``, trust auth on loopback only (unless ``tls``)."""
+
+    def __init__(
+        self,
+        base_dir: Path,
+        port: int | None = None,
+        user: str = "postgres",
+        tls: PostgresTls | None = None,
+    ) -> None:
         if not (PG_BIN / "postgres").exists():
             raise StackError(
                 f"PostgreSQL 15 not found in {PG_BIN}: run `make tools` "
@@ -36,6 +62,7 @@ class Postgres:
         self.sock_dir = base_dir / "sock"
         self.port = port or free_port()
         self.db_user = user
+        self.tls = tls
         self.proc: Process | None = None
 
     @property
@@ -107,6 +134,7 @@ class Postgres:
             "max_connections=200",
             "-c",
             "shared_buffers=256MB",
+            *self._tls_args(),
         ]
         log = self.base_dir / "postgres.log"
         if log.exists():
@@ -114,6 +142,28 @@ class Postgres:
         self.proc = Process("postgres", argv, log, cwd=self.base_dir, user=_run_user())
         wait_until(self._ready, 30, f"PostgreSQL on 127.0.0.1:{self.port}", log)
         return self
+
+    def _tls_args(self) -> list[str]:
+        if self.tls is None:
+            return []
+        # PostgreSQL refuses a key others can read, and it runs as the postgres user:
+        # copies inside the data directory get the right owner and mode.
+        cert, key = self.data_dir / "server.crt", self.data_dir / "server.key"
+        shutil.copyfile(self.tls.server_cert, cert)
+        shutil.copyfile(self.tls.server_key, key)
+        key.chmod(0o600)
+        (self.data_dir / "pg_hba.conf").write_text(_TLS_HBA.format(admin=self.db_user))
+        self._chown(self.data_dir)
+        return [
+            "-c",
+            "ssl=on",
+            "-c",
+            f"ssl_cert_file={cert}",
+            "-c",
+            f"ssl_key_file={key}",
+            "-c",
+            "password_encryption=scram-sha-256",
+        ]
 
     def _ready(self) -> bool:
         if self.proc is not None and not self.proc.alive():
