@@ -55,6 +55,16 @@ async def run(settings: OperatorSettings, stop: threading.Event | None = None) -
         await server.stop()
 
 
+class _DropKopfSettings(logging.Filter):
+    """kopf attaches its whole settings object to each object log record; the JSON
+    line would carry it every time. The object reference (k8s_ref) stays."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.__dict__.pop("settings", None)
+        record.__dict__.pop("k8s_skip", None)
+        return True
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
         prog="sensorlog-operator",
@@ -65,6 +75,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.parse_args(argv)
     settings = load(OperatorSettings)
     setup_logging(settings.log_level, settings.log_format)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_DropKopfSettings())
     # kopf logs every watch event at DEBUG; keep its INFO unless we debug ourselves.
     logging.getLogger("kopf").setLevel(max(logging.INFO, logging.getLogger().level))
     log.info(

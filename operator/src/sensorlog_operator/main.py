@@ -31,7 +31,11 @@ def configure(settings: kopf.OperatorSettings, **_: Any) -> None:
     )
     settings.persistence.finalizer = c.FINALIZER
     settings.peering.standalone = True
-    # Our own events say what changed; kopf's per-handler INFO events would double them.
+    # On deletion kopf stops the drift timer, then re-checks whether it has exited
+    # before releasing the finalizer; its default of 60 s would hold every delete.
+    settings.background.cancellation_polling = 2
+    # Our own events (kopf.event, unfiltered) say what changed; kopf's per-handler INFO
+    # log events would only repeat them.
     settings.posting.level = logging.WARNING
 
 

@@ -120,7 +120,7 @@ def test_a_fresh_table_gets_everything_in_order() -> None:
         "cagg/sensor_data_hourly",
     ]
     create = actions[0].sql
-    assert "create_hypertable('\"public\".\"sensor_data\"'::regclass" in create
+    assert 'create_hypertable(\'"public"."sensor_data"\'::regclass' in create
     assert "INTERVAL '1 days'" in create and "migrate_data => TRUE" in create
     assert "compress_segmentby = 'sensor_id'" in actions[1].sql
     assert "compress_orderby = 'ts DESC'" in actions[1].sql
@@ -218,7 +218,7 @@ def test_impossible_specs_say_what_to_fix(obs: Observed, message: str) -> None:
 
 def test_unknown_columns_and_foreign_views_are_impossible() -> None:
     obs = Observed(extension=True, table_exists=True, columns=COLUMNS)
-    with pytest.raises(ImpossibleSpec, match="segmentBy: table public.sensor_data has no column"):
+    with pytest.raises(ImpossibleSpec, match=r"segmentBy: table public\.sensor_data has no column"):
         plan(spec(compression={"after": "7d", "segmentBy": ["site"]}), obs, OWNER)
     taken = Observed(**{**obs.__dict__, "other_relations": frozenset({"sensor_data_hourly"})})
     with pytest.raises(ImpossibleSpec, match="not a continuous aggregate"):

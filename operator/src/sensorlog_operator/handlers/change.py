@@ -20,7 +20,7 @@ async def reconcile(
     settings: OperatorSettings = memo["settings"]
     outcome = await sync.run(body, patch, settings, trigger=str(reason))
     for action in outcome.actions:
-        kopf.info(body, reason=c.EVENT_APPLIED, message=action.description)
+        kopf.event(body, type="Normal", reason=c.EVENT_APPLIED, message=action.description)
     log.info(
         "reconciled",
         extra={

@@ -46,7 +46,7 @@ async def reclaim(body: kopf.Body, memo: kopf.Memo, retry: int, **_: Any) -> Non
         raise kopf.TemporaryError(str(exc), delay=settings.retry_delay) from None
     metrics.RECONCILES.labels("delete", "applied" if done else "unchanged").inc()
     for action in done:
-        kopf.info(body, reason=c.EVENT_RECLAIMED, message=action.description)
+        kopf.event(body, type="Normal", reason=c.EVENT_RECLAIMED, message=action.description)
     log.info(
         "reclaimed",
         extra={"resource": sync.owner_of(body), "policy": policy, "changes": len(done)},
