@@ -12,6 +12,7 @@ import sys
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 from sensorlog_stack.proc import Process, StackError, free_port, wait_until
 
@@ -95,13 +96,20 @@ def run_command(argv: list[str], env: dict[str, str] | None = None, timeout: flo
     return r.stdout
 
 
-def grpc_serving(target: str, timeout: float = 1.0) -> bool:
-    """True when the server's grpc.health.v1 answers SERVING for the whole server."""
+def grpc_serving(target: str, timeout: float = 1.0, credentials: Any = None) -> bool:
+    """True when the server's grpc.health.v1 answers SERVING for the whole server.
+
+    ``credentials`` (grpc.ChannelCredentials) checks a TLS server over TLS.
+    """
     import grpc
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
     try:
-        with grpc.insecure_channel(target) as channel:
+        with (
+            grpc.secure_channel(target, credentials)
+            if credentials is not None
+            else grpc.insecure_channel(target)
+        ) as channel:
             stub = health_pb2_grpc.HealthStub(channel)
             resp = stub.Check(health_pb2.HealthCheckRequest(service=""), timeout=timeout)
             return bool(resp.status == health_pb2.HealthCheckResponse.SERVING)
@@ -119,6 +127,8 @@ class QueryProcess(ServiceProcess):
         env = {"SENSORLOG_QUERY_GRPC_HOST": "127.0.0.1", **env}
         env["SENSORLOG_QUERY_GRPC_PORT"] = str(self.grpc_port)
         super().__init__(log, env, name)
+        # A TLS server is probed over TLS: grpc.ChannelCredentials, set by the caller.
+        self.credentials: Any = None
 
     @property
     def target(self) -> str:
@@ -129,4 +139,4 @@ class QueryProcess(ServiceProcess):
             raise StackError(
                 f"{self.name} exited with {self.proc.popen.returncode}; see {self.log}"
             )
-        return grpc_serving(self.target)
+        return grpc_serving(self.target, credentials=self.credentials)

@@ -23,6 +23,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from sensorlog.v1 import query_pb2 as pb
 from sensorlog.v1 import query_pb2_grpc as pb_grpc
+from sensorlog_query.tls import channel_credentials
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 _UNITS = {"us": 1e-6, "ms": 1e-3, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -264,6 +265,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.add_argument(
+        "--tls",
+        action="store_true",
+        help="connect with TLS (implied by --ca/--cert/--key); trusts the system roots unless --ca",
+    )
+    parser.add_argument("--ca", help="PEM CA that signed the server's certificate")
+    parser.add_argument("--cert", help="PEM client certificate, for servers that require mTLS")
+    parser.add_argument("--key", help="PEM key of --cert")
+    parser.add_argument(
         "--timeout", type=float, default=30.0, help="seconds before giving up (the call deadline)"
     )
     sub = parser.add_subparsers(dest="command", required=True)
@@ -319,9 +328,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def open_channel(args: argparse.Namespace) -> grpc.Channel:
+    if bool(args.cert) != bool(args.key):
+        raise SystemExit("error: --cert and --key go together")
+    if not (args.tls or args.ca or args.cert):
+        return grpc.insecure_channel(args.target)
+    try:
+        creds = channel_credentials(args.ca, args.cert, args.key)
+    except OSError as exc:
+        raise SystemExit(f"error: {exc.filename}: {exc.strerror}") from None
+    return grpc.secure_channel(args.target, creds)
+
+
 def main(argv: list[str] | None = None) -> None:
     args = build_parser().parse_args(argv)
-    with grpc.insecure_channel(args.target) as channel:
+    with open_channel(args) as channel:
         stub = pb_grpc.QueryServiceStub(channel)  # type: ignore[no-untyped-call]
         try:
             args.run(stub, args, args.timeout)

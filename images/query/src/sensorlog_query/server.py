@@ -18,6 +18,7 @@ from grpc_reflection.v1alpha import reflection
 
 from sensorlog.v1 import query_pb2 as pb
 from sensorlog.v1 import query_pb2_grpc as pb_grpc
+from sensorlog_query import tls
 from sensorlog_query.metrics import DB_UP, MetricsServer
 from sensorlog_query.service import Database, QueryService
 from sensorlog_query.settings import QuerySettings
@@ -39,6 +40,7 @@ class QueryServer:
         self.health = health.aio.HealthServicer()  # type: ignore[attr-defined]
         self.metrics = MetricsServer(settings.metrics_host, settings.metrics_port)
         self._server: grpc.aio.Server | None = None
+        self._health_server: grpc.aio.Server | None = None
         self.port = 0
         self._serving: bool | None = None
         self._probe: asyncio.Task[None] | None = None
@@ -61,17 +63,23 @@ class QueryServer:
         reflection.enable_server_reflection(
             [SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME], server
         )
-        self.port = server.add_insecure_port(f"{s.grpc_host}:{s.grpc_port}")
+        self.port = tls.bind(server, s)
         if self.port == 0:
             raise OSError(f"cannot bind gRPC on {s.grpc_host}:{s.grpc_port}")
         # NOT_SERVING until the first probe succeeds.
         await self._set_health(await self.database.ping(s.connect_timeout))
         await server.start()
+        self._health_server = await tls.start_health_only_server(self.health, s)
         self.metrics.start()
         self._probe = asyncio.create_task(self._probe_loop(), name="db-health-probe")
         log.info(
             "query server listening",
-            extra={"host": s.grpc_host, "port": self.port, "serving": self._serving},
+            extra={
+                "host": s.grpc_host,
+                "port": self.port,
+                "serving": self._serving,
+                "tls": "mtls" if s.grpc_tls_client_ca_file else "tls" if s.tls else "off",
+            },
         )
         return self.port
 
@@ -108,6 +116,9 @@ class QueryServer:
         await self.health.enter_graceful_shutdown()
         if self._server is not None:
             await self._server.stop(grace)
+        if self._health_server is not None:
+            await self._health_server.stop(0)
+            self._health_server = None
         await self.database.close()
         self.metrics.stop()
         log.info("query server stopped")

@@ -71,6 +71,7 @@ class Database:
         self.settings = settings
         self.pool: asyncpg.Pool | None = None
         self._flavor: db.Flavor | None = None
+        self._refusal: str | None = None
 
     async def open(self) -> None:
         s = self.settings
@@ -132,11 +133,23 @@ class Database:
         try:
             async with self.connection(wait) as conn:
                 await conn.fetchval(queries.PING.sql, timeout=wait)
+            self._refusal = None
             return True
         except Exception as exc:  # any failure means "not serving"
             if is_connection_error(exc):
                 await self.forget_connections()
             log.debug("database probe failed", extra={"error": repr(exc)})
+            refusal = db.fatal_reason(exc.__cause__ or exc)
+            if refusal != self._refusal:
+                # Once per new reason, not per probe: the probe keeps running (it is
+                # what notices the fix) but the log must not flood.
+                self._refusal = refusal
+                if refusal is not None:
+                    log.error(
+                        "the database refuses the query server; NOT_SERVING until the "
+                        "settings are fixed",
+                        extra={"reason": refusal},
+                    )
             return False
 
 

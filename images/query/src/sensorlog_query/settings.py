@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
+from sensorlog_core.secretfiles import readable_file
 from sensorlog_core.settings import ServiceSettings, check_postgres_dsn
 
 
@@ -18,6 +21,21 @@ class QuerySettings(ServiceSettings):
     grpc_host: str = Field("0.0.0.0", description="Address the gRPC server binds.")  # noqa: S104
     grpc_port: int = Field(
         50051, ge=0, le=65535, description="Port of the gRPC server; 0 picks a free one."
+    )
+    grpc_tls_cert_file: Path | None = Field(
+        None, description="PEM server certificate (chain); set with grpc_tls_key_file for TLS."
+    )
+    grpc_tls_key_file: Path | None = Field(None, description="PEM private key of the server.")
+    grpc_tls_client_ca_file: Path | None = Field(
+        None,
+        description="PEM CA of client certificates; set: every client must present one (mTLS).",
+    )
+    grpc_health_port: int = Field(
+        0,
+        ge=0,
+        le=65535,
+        description="Plaintext port serving only grpc.health.v1, for kubelet gRPC probes "
+        "(they cannot speak TLS); 0: none.",
     )
     read_database_dsn: SecretStr | None = Field(
         None,
@@ -68,6 +86,31 @@ class QuerySettings(ServiceSettings):
     def _read_dsn(cls, v: SecretStr | None) -> SecretStr | None:
         return None if v is None else check_postgres_dsn(v)
 
+    @field_validator("grpc_tls_cert_file", "grpc_tls_key_file", "grpc_tls_client_ca_file")
+    @classmethod
+    def _tls_file(cls, v: Path | None) -> Path | None:
+        return readable_file(v)
+
+    @model_validator(mode="after")
+    def _tls(self) -> QuerySettings:
+        if (self.grpc_tls_cert_file is None) != (self.grpc_tls_key_file is None):
+            raise ValueError(
+                "SENSORLOG_QUERY_GRPC_TLS_CERT_FILE and SENSORLOG_QUERY_GRPC_TLS_KEY_FILE "
+                "go together"
+            )
+        if self.grpc_tls_client_ca_file is not None and self.grpc_tls_cert_file is None:
+            raise ValueError(
+                "SENSORLOG_QUERY_GRPC_TLS_CLIENT_CA_FILE (mTLS) needs "
+                "SENSORLOG_QUERY_GRPC_TLS_CERT_FILE and _KEY_FILE"
+            )
+        if self.grpc_health_port and self.grpc_health_port == self.grpc_port:
+            raise ValueError("SENSORLOG_QUERY_GRPC_HEALTH_PORT must differ from GRPC_PORT")
+        return self
+
+    @property
+    def tls(self) -> bool:
+        return self.grpc_tls_cert_file is not None
+
     @model_validator(mode="after")
     def _sizes(self) -> QuerySettings:
         if self.pool_min_size > self.pool_max_size:
@@ -81,5 +124,4 @@ class QuerySettings(ServiceSettings):
     @property
     def read_dsn(self) -> str:
         """The DSN queries run on: the replica when configured, else the primary."""
-        dsn = self.read_database_dsn or self.database_dsn
-        return dsn.get_secret_value()
+        return self.database_url(self.read_database_dsn or self.database_dsn)
