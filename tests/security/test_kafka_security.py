@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -26,6 +27,11 @@ from .conftest import SCRAM_USER, Pki, SecureKafka
 pytestmark = pytest.mark.integration
 
 POISON = b'{"sensor_id": "not a number"}'
+
+
+def http_body(port: int, path: str) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=5) as r:
+        return str(r.read().decode())
 
 
 def sasl_env(sk: SecureKafka, pki: Pki, password: str | None = None) -> dict[str, str]:
@@ -108,6 +114,10 @@ async def _pipeline(
         assert await wait_for_rows(dsn, 1000, 60) == 1000
         dead = await dead_letters(security, topics.readings_dlq, 1)
         assert dead == [POISON]
+        metrics = http_body(writer.status_port, "/metrics")
+        assert "sensorlog_writer" in metrics
+        if secret is not None:
+            assert secret not in metrics  # labels and values
     finally:
         assert writer.terminate() == 0
     log = writer.log.read_text()
