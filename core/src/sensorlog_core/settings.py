@@ -118,6 +118,62 @@ class ServiceSettings(BaseSettings):
         description="HTTP status port (/metrics, /healthz, /readyz); 0: off.",
     )
     metrics_host: str = Field("0.0.0.0", description="Address the metrics endpoint binds.")  # noqa: S104
+    tracing_endpoint: str = Field(
+        "",
+        description="OTLP gRPC endpoint of the trace collector, e.g. http://jaeger:4317; "
+        "empty: tracing off (no SDK loaded, no cost).",
+    )
+    tracing_sample_ratio: float = Field(
+        1.0,
+        ge=0,
+        le=1,
+        description="Share of new traces kept (parent-based: a traced caller stays traced).",
+    )
+    tracing_service_name: str = Field(
+        "", description="service.name of this process's spans; empty: the program's name."
+    )
+    consul_enabled: bool = Field(
+        False,
+        description="Register in Consul and read configuration from its KV store "
+        "(long-running services only).",
+    )
+    consul_address: str = Field(
+        "http://127.0.0.1:8500", description="HTTP API of the local Consul agent."
+    )
+    consul_token: SecretStr | None = Field(None, description="Consul ACL token.")
+    consul_service_name: str = Field(
+        "", description="Name registered in Consul; empty: the program's name."
+    )
+    consul_service_address: str = Field(
+        "",
+        description="Address other services reach this one at (and the health check "
+        "probes); empty: this host's name.",
+    )
+    consul_tags: list[str] = Field(
+        default_factory=list, description="Extra tags of the registration (JSON list in env)."
+    )
+    consul_check_interval_s: float = Field(
+        10.0, gt=0, description="Interval of Consul's health check of this service."
+    )
+    consul_deregister_after_s: float = Field(
+        600.0,
+        ge=60,
+        description="Consul drops the registration after its check is critical this long.",
+    )
+    consul_kv_config: bool = Field(
+        True,
+        description="With Consul on, read settings from its KV store: defaults < KV < "
+        "environment; safe ones reload on change.",
+    )
+    consul_kv_prefix: str = Field(
+        "",
+        description="KV prefix: PREFIX holds a JSON/YAML mapping of settings, PREFIX/NAME "
+        "one setting; empty: sensorlog/<service name>.",
+    )
+    consul_retry_max_s: float = Field(
+        30.0, gt=0, description="Cap of the backoff between failed Consul calls."
+    )
+
     @field_validator("database_dsn")
     @classmethod
     def _dsn(cls, v: SecretStr) -> SecretStr:
