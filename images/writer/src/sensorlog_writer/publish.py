@@ -10,6 +10,9 @@ Examples::
 The bootstrap servers come from ``--bootstrap`` or SENSORLOG_WRITER_KAFKA_BOOTSTRAP_SERVERS;
 TLS/SASL from the writer's SENSORLOG_WRITER_KAFKA_* variables or the flags below
 (the SASL password only from the environment or --sasl-password-file, never a flag).
+With SENSORLOG_PUBLISH_TRACING_ENDPOINT set (an OTLP gRPC URL), each message
+gets a producer span whose W3C context travels in the record's headers, so the
+writer's batch span links back to it.
 """
 
 from __future__ import annotations
@@ -24,10 +27,13 @@ from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 from aiokafka import AIOKafkaProducer
+from opentelemetry import trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
 from pydantic_settings import SettingsConfigDict
 
+from sensorlog_core import tracing
 from sensorlog_core.kafka_security import KafkaSecuritySettings, client_kwargs
-from sensorlog_core.settings import load
+from sensorlog_core.settings import ServiceSettings, load
 
 READINGS_TOPIC = "logger.sensor.ts"
 SENSORS_TOPIC = "logger.sensor.instance"
@@ -49,6 +55,14 @@ _SECURITY_FLAGS = {
     "sasl_username": "kafka_sasl_username",
     "sasl_password_file": "kafka_sasl_password_file",
 }
+PROGRAM = "sensorlog-publish"
+tracer = trace.get_tracer("sensorlog.publish")
+
+
+class PublishSettings(ServiceSettings):
+    """Only the tracing_* fields matter to this command-line tool."""
+
+    model_config = SettingsConfigDict(env_prefix="SENSORLOG_PUBLISH_", extra="ignore", frozen=True)
 
 
 def synthetic_readings(
@@ -112,7 +126,10 @@ async def _send_all(
         async for raw in docs:
             # Key by sensor: one sensor's readings stay in order on one partition.
             key = _key(json.loads(raw)) if raw.startswith((b"{", b"[")) else None
-            pending.append(await producer.send(topic, raw, key=key))
+            if tracing.enabled():
+                pending.append(await _send_traced(producer, topic, raw, key))
+            else:
+                pending.append(await producer.send(topic, raw, key=key))
             sent += 1
             if len(pending) >= 1000:
                 await asyncio.gather(*pending)
@@ -125,6 +142,42 @@ async def _send_all(
     finally:
         await producer.stop()
     return {"messages": sent, "seconds": round(time.monotonic() - started, 3)}
+
+
+async def _send_traced(
+    producer: AIOKafkaProducer, topic: str, raw: bytes, key: bytes | None
+) -> asyncio.Future[Any]:
+    """Send with a producer span that ends when the broker acknowledges the record."""
+    span = tracer.start_span(
+        f"send {topic}",
+        kind=SpanKind.PRODUCER,
+        attributes={
+            "messaging.system": "kafka",
+            "messaging.operation.type": "send",
+            "messaging.destination.name": topic,
+            "messaging.message.body.size": len(raw),
+        },
+    )
+    headers = tracing.inject_headers([], trace.set_span_in_context(span))
+    try:
+        future: asyncio.Future[Any] = await producer.send(topic, raw, key=key, headers=headers)
+    except BaseException as exc:
+        span.record_exception(exc)
+        span.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+        span.end()
+        raise
+
+    def acked(f: asyncio.Future[Any]) -> None:
+        if f.cancelled() or f.exception() is not None:
+            span.set_status(Status(StatusCode.ERROR, "not acknowledged"))
+        else:
+            meta = f.result()
+            span.set_attribute("messaging.destination.partition.id", str(meta.partition))
+            span.set_attribute("messaging.kafka.offset", meta.offset)
+        span.end()
+
+    future.add_done_callback(acked)
+    return future
 
 
 async def _aiter(items: Iterator[bytes]) -> AsyncIterator[bytes]:
@@ -253,7 +306,12 @@ def main(argv: list[str] | None = None) -> None:
         )
         topic = args.topic or READINGS_TOPIC
         rate = args.rate / args.per_message if args.rate else None
-    summary = asyncio.run(_send_all(args.bootstrap, topic, _aiter(docs), rate, security))
+    traces = tracing.setup_tracing(load(PublishSettings), PROGRAM, "sensorlog-writer")
+    try:
+        summary = asyncio.run(_send_all(args.bootstrap, topic, _aiter(docs), rate, security))
+    finally:
+        if traces is not None:
+            traces.shutdown()
     sys.stdout.write(json.dumps({"topic": topic, **summary}) + "\n")
 
 

@@ -30,7 +30,9 @@ from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRecord, TopicPa
 from aiokafka.abc import ConsumerRebalanceListener
 from aiokafka.errors import CommitFailedError, KafkaError
 from opentelemetry import trace
+from opentelemetry.trace import Link, SpanKind
 
+from sensorlog_core import tracing
 from sensorlog_writer import metrics
 from sensorlog_writer.deadletter import DeadLetter, dead_letter
 from sensorlog_writer.payloads import parse_readings, parse_sensors
@@ -60,6 +62,8 @@ class _Collected:
     dead: list[DeadLetter]
     records: int
     per_topic: dict[str, int]
+    # Trace contexts the producers sent in the records' headers (tracing on only).
+    links: list[Link]
 
 
 class Writer:
@@ -119,6 +123,8 @@ class Writer:
         batch = Batch()
         dead: list[DeadLetter] = []
         per_topic: dict[str, int] = {}
+        links: list[Link] = []
+        traced = tracing.enabled()
         records = nbytes = 0
         deadline: float | None = None
         max_wait = self.s.batch_max_wait_ms / 1000
@@ -135,6 +141,8 @@ class Writer:
                     self._parse(rec, batch, dead)
                     batch.offsets[(tp.topic, tp.partition)] = rec.offset + 1
                     nbytes += len(rec.value or b"")
+                if traced:
+                    links += tracing.links_from_headers(rec.headers for rec in recs)
                 per_topic[tp.topic] = per_topic.get(tp.topic, 0) + len(recs)
                 records += len(recs)
             if records and deadline is None:
@@ -145,7 +153,7 @@ class Writer:
                 return None
         if not records:
             return None
-        return _Collected(batch, dead, records, per_topic)
+        return _Collected(batch, dead, records, per_topic, links)
 
     def _parse(self, rec: ConsumerRecord, batch: Batch, dead: list[DeadLetter]) -> None:
         now = datetime.now(UTC)
@@ -191,9 +199,16 @@ class Writer:
     async def _process(self, c: _Collected) -> None:
         for topic, n in c.per_topic.items():
             metrics.RECORDS_CONSUMED.labels(topic).inc(n)
+        # A batch mixes records of many traces: it is a root span linked to each
+        # producer's span (OTel's batch-consumer pattern), not a child of one.
         with tracer.start_as_current_span(
             "writer.batch",
+            kind=SpanKind.CONSUMER,
+            links=c.links,
             attributes={
+                "messaging.system": "kafka",
+                "messaging.operation.type": "process",
+                "messaging.consumer.group.name": self.s.group_id,
                 "messaging.batch.message_count": c.records,
                 "sensorlog.readings": c.batch.reading_count,
             },
@@ -214,6 +229,30 @@ class Writer:
         await self._update_lag()
 
     async def _store(self, batch: Batch) -> tuple[WriteResult, list[DeadLetter]]:
+        # One span per attempt: a retried batch shows each failure and the final success.
+        with tracer.start_as_current_span(
+            "writer.db_write",
+            kind=SpanKind.CLIENT,
+            attributes={
+                "db.system": "postgresql",
+                "db.system.name": "postgresql",
+                "db.operation.name": "COPY",
+                "sensorlog.readings": batch.reading_count,
+            },
+        ) as span:
+            result, dead = await self._store_once(batch)
+            if span.is_recording():
+                span.set_attributes(
+                    {
+                        "sensorlog.inserted": result.inserted,
+                        "sensorlog.duplicates": result.duplicates,
+                        "sensorlog.fallback": result.fallback,
+                        "sensorlog.refused": len(dead),
+                    }
+                )
+            return result, dead
+
+    async def _store_once(self, batch: Batch) -> tuple[WriteResult, list[DeadLetter]]:
         async with self.pool.acquire() as conn:
             try:
                 return await write_batch(conn, self.s.group_id, batch), []
@@ -235,11 +274,20 @@ class Writer:
     async def _send_dead(self, dead: Sequence[DeadLetter]) -> None:
         if not dead:
             return
-        futures = [
-            await self.producer.send(d.topic, value=d.value, key=d.key, headers=d.headers)
-            for d in dead
-        ]
-        await asyncio.gather(*futures)
+        with tracer.start_as_current_span(
+            "writer.dlq_send",
+            kind=SpanKind.PRODUCER,
+            attributes={
+                "messaging.system": "kafka",
+                "messaging.operation.type": "send",
+                "messaging.batch.message_count": len(dead),
+            },
+        ):
+            futures = [
+                await self.producer.send(d.topic, value=d.value, key=d.key, headers=d.headers)
+                for d in dead
+            ]
+            await asyncio.gather(*futures)
         for d in dead:
             metrics.DEAD_LETTERED.labels(d.topic).inc()
 
