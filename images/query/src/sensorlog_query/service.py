@@ -24,15 +24,17 @@ import asyncpg
 import grpc
 from google.protobuf.struct_pb2 import Struct
 from google.protobuf.timestamp_pb2 import Timestamp
+from opentelemetry import trace
 
 from sensorlog.v1 import query_pb2 as pb
 from sensorlog.v1 import query_pb2_grpc as pb_grpc
-from sensorlog_core import db, queries
+from sensorlog_core import db, queries, tracing
 from sensorlog_query import validation as v
 from sensorlog_query.metrics import LATENCY, REQUESTS, ROWS
 from sensorlog_query.settings import QuerySettings
 
 log = logging.getLogger(__name__)
+tracer = trace.get_tracer("sensorlog.query")
 
 T = TypeVar("T")
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -123,9 +125,9 @@ class Database:
 
     async def flavor(self, conn: asyncpg.Connection, wait: float) -> db.Flavor:
         if self._flavor is None:
-            installed = await conn.fetchval(
-                "SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'", timeout=wait
-            )
+            sql = "SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'"
+            with tracing.sql_span(tracer, sql):
+                installed = await conn.fetchval(sql, timeout=wait)
             self._flavor = db.Flavor.TIMESCALEDB if installed else db.Flavor.POSTGRES
         return self._flavor
 
@@ -277,9 +279,10 @@ class QueryService(pb_grpc.QueryServiceServicer):
 
     async def _fetch(self, context: Context, q: queries.Query) -> list[asyncpg.Record]:
         async with self.db.connection(self._timeout(context)) as conn:
-            rows: list[asyncpg.Record] = await conn.fetch(
-                q.sql, *q.args, timeout=self._timeout(context)
-            )
+            with tracing.sql_span(tracer, q.sql):
+                rows: list[asyncpg.Record] = await conn.fetch(
+                    q.sql, *q.args, timeout=self._timeout(context)
+                )
             return rows
 
     # ----------------------------------------------------------------- sensors
@@ -370,9 +373,11 @@ class QueryService(pb_grpc.QueryServiceServicer):
                 # consumes them (each yield waits for gRPC flow control).
                 conn.transaction(readonly=True),
             ):
-                cursor = await conn.cursor(q.sql, *q.args, timeout=self._timeout(context))
+                with tracing.sql_span(tracer, q.sql):
+                    cursor = await conn.cursor(q.sql, *q.args, timeout=self._timeout(context))
                 while True:
-                    rows = await cursor.fetch(batch, timeout=self._timeout(context))
+                    with tracing.sql_span(tracer, f"FETCH {batch}", "FETCH"):
+                        rows = await cursor.fetch(batch, timeout=self._timeout(context))
                     if rows:
                         ROWS.labels(method).inc(len(rows))
                         chunk = pb.StreamReadingsResponse()
@@ -409,7 +414,8 @@ class QueryService(pb_grpc.QueryServiceServicer):
                 q = queries.aggregate_readings(
                     flavor, ids, start, end, width, columns, request.fill_gaps
                 )
-                rows = await conn.fetch(q.sql, *q.args, timeout=self._timeout(context))
+                with tracing.sql_span(tracer, q.sql):
+                    rows = await conn.fetch(q.sql, *q.args, timeout=self._timeout(context))
             keys = [(v.FIELD_ENUM[f], v.AGGREGATION_ENUM[a]) for f, a in columns]
             buckets = [
                 pb.Bucket(
