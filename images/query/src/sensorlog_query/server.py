@@ -18,16 +18,19 @@ from grpc_reflection.v1alpha import reflection
 
 from sensorlog.v1 import query_pb2 as pb
 from sensorlog.v1 import query_pb2_grpc as pb_grpc
+from sensorlog_core import consul, tracing
 from sensorlog_query import tls
 from sensorlog_query.metrics import DB_UP, MetricsServer
 from sensorlog_query.service import Database, QueryService
 from sensorlog_query.settings import QuerySettings
+from sensorlog_query.telemetry import TracingInterceptor
 
 log = logging.getLogger(__name__)
 
 SERVICE_NAME: str = pb.DESCRIPTOR.services_by_name["QueryService"].full_name
 SERVING = health_pb2.HealthCheckResponse.SERVING
 NOT_SERVING = health_pb2.HealthCheckResponse.NOT_SERVING
+PROGRAM = "sensorlog-query"
 
 
 class QueryServer:
@@ -44,20 +47,24 @@ class QueryServer:
         self.port = 0
         self._serving: bool | None = None
         self._probe: asyncio.Task[None] | None = None
+        self.servicer: QueryService | None = None
+        self.registrar: consul.Registrar | None = None
 
     async def start(self) -> int:
         """Bind, start serving; returns the bound port (useful with port 0)."""
         s = self.settings
         # Created here, not in __init__: grpc.aio binds to the running event loop.
         self._server = server = grpc.aio.server(
+            # Tracing off: no interceptor at all, so calls pay nothing for it.
+            interceptors=[TracingInterceptor()] if tracing.enabled() else [],
             options=[
                 # A restarted pod must not share its port with a dying one.
                 ("grpc.so_reuseport", 0),
                 ("grpc.max_receive_message_length", 4 * 1024 * 1024),
-            ]
+            ],
         )
         await self.database.open()
-        servicer = QueryService(s, self.database)
+        self.servicer = servicer = QueryService(s, self.database)
         pb_grpc.add_QueryServiceServicer_to_server(servicer, server)  # type: ignore[no-untyped-call]
         health_pb2_grpc.add_HealthServicer_to_server(self.health, server)
         reflection.enable_server_reflection(
@@ -72,6 +79,9 @@ class QueryServer:
         self._health_server = await tls.start_health_only_server(self.health, s)
         self.metrics.start()
         self._probe = asyncio.create_task(self._probe_loop(), name="db-health-probe")
+        if s.consul_enabled:
+            self.registrar = self._registrar()
+            self.registrar.start()
         log.info(
             "query server listening",
             extra={
@@ -107,6 +117,10 @@ class QueryServer:
     async def stop(self, grace: float | None = None) -> None:
         """Refuse new calls, let in-flight ones finish within ``grace``, release everything."""
         grace = self.settings.shutdown_grace if grace is None else grace
+        if self.registrar is not None:
+            # Out of the catalog first: clients that discover us stop coming.
+            await self.registrar.stop()
+            self.registrar = None
         if self._probe is not None:
             self._probe.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -122,6 +136,29 @@ class QueryServer:
         await self.database.close()
         self.metrics.stop()
         log.info("query server stopped")
+
+    def _registrar(self) -> consul.Registrar:
+        s = self.settings
+        address = consul.advertised_address(s.consul_service_address)
+        registration = consul.Registration(
+            name=s.consul_service_name or PROGRAM,
+            address=address,
+            port=self.port,
+            check=consul.grpc_check(f"{address}:{self.port}", s),
+            tags=["grpc", "query", *s.consul_tags],
+            meta={
+                "version": consul.version_of(PROGRAM),
+                "grpc_service": SERVICE_NAME,
+                "metrics_port": str(s.metrics_port),
+            },
+        )
+        return consul.Registrar(consul.client_for(s), registration, s.consul_retry_max_s)
+
+    def apply_settings(self, settings: QuerySettings, changed: set[str]) -> None:
+        """Put reloaded safe settings (QuerySettings.SAFE_RELOAD) into effect."""
+        self.settings = settings
+        if self.servicer is not None:
+            self.servicer.settings = settings
 
     async def run_until_signal(self) -> None:
         """Serve until SIGTERM or SIGINT, then drain (Kubernetes sends SIGTERM on delete)."""

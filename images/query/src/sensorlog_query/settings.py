@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import ClassVar
 
 from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
@@ -16,6 +17,22 @@ class QuerySettings(ServiceSettings):
 
     model_config = SettingsConfigDict(
         env_prefix="SENSORLOG_QUERY_", extra="ignore", validate_default=True, frozen=True
+    )
+    # Read per call (or per probe), so a Consul KV change takes effect without a
+    # restart; every other field is bound into the server or pool at start-up.
+    SAFE_RELOAD: ClassVar[frozenset[str]] = frozenset(
+        {
+            "log_level",
+            "sensors_default_page_size",
+            "sensors_max_page_size",
+            "readings_default_page_size",
+            "readings_max_page_size",
+            "max_buckets",
+            "max_sensor_ids",
+            "health_check_interval",
+            "shutdown_grace",
+            "stream_batch_size",
+        }
     )
 
     grpc_host: str = Field("0.0.0.0", description="Address the gRPC server binds.")  # noqa: S104

@@ -9,10 +9,11 @@ import signal
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
-from sensorlog_core import db, kafka_security
+from sensorlog_core import consul, db, kafka_security
 from sensorlog_core.logs import setup_logging
 from sensorlog_core.settings import load
 from sensorlog_core.statusserver import StatusServer
+from sensorlog_core.tracing import setup_tracing
 from sensorlog_writer.settings import WriterSettings
 from sensorlog_writer.writer import Writer
 
@@ -20,6 +21,7 @@ log = logging.getLogger("sensorlog_writer")
 # Exit code when the database or Kafka refuses our credentials or certificate.
 EXIT_REFUSED = 3
 PREFLIGHT_TIMEOUT_S = 10.0
+SERVICE = "sensorlog-writer"
 
 
 def make_consumer(s: WriterSettings) -> AIOKafkaConsumer:
@@ -50,7 +52,7 @@ def make_producer(s: WriterSettings) -> AIOKafkaProducer:
     )
 
 
-async def run(s: WriterSettings) -> int:
+async def run(s: WriterSettings, remote: consul.RemoteConfig[WriterSettings] | None = None) -> int:
     try:
         await db.preflight(s.database_url(), PREFLIGHT_TIMEOUT_S)
         await kafka_security.preflight(s.kafka_bootstrap_servers, s, PREFLIGHT_TIMEOUT_S)
@@ -74,6 +76,11 @@ async def run(s: WriterSettings) -> int:
         loop.add_signal_handler(sig, writer.stop)
     if s.metrics_port:
         await status.start()
+    registrar = _registrar(s) if s.consul_enabled else None
+    if registrar is not None:
+        registrar.start()
+    if remote is not None:
+        remote.start(lambda new, changed: setattr(writer, "s", new))
     await producer.start()
     await consumer.start()
     writer.subscribe()
@@ -95,6 +102,11 @@ async def run(s: WriterSettings) -> int:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
     stop_requested.cancel()
+    if remote is not None:
+        await remote.stop()
+    if registrar is not None:
+        # Out of the catalog before the consumer leaves: no one is sent here meanwhile.
+        await registrar.stop()
     # Leaving the group lets the others take our partitions at once.
     with contextlib.suppress(Exception):
         await asyncio.wait_for(consumer.stop(), 10)
@@ -107,10 +119,51 @@ async def run(s: WriterSettings) -> int:
     return code
 
 
+def _registrar(s: WriterSettings) -> consul.Registrar | None:
+    if not s.metrics_port:
+        log.warning("consul registration needs the status port (its /readyz is the check); off")
+        return None
+    address = consul.advertised_address(s.consul_service_address)
+    registration = consul.Registration(
+        name=s.consul_service_name or SERVICE,
+        address=address,
+        port=s.metrics_port,
+        check=consul.http_check(f"http://{address}:{s.metrics_port}/readyz", s),
+        tags=["writer", *s.consul_tags],
+        meta={
+            "version": consul.version_of(SERVICE),
+            "topics": ",".join(s.topics),
+            "group": s.group_id,
+        },
+    )
+    return consul.Registrar(consul.client_for(s), registration, s.consul_retry_max_s)
+
+
+async def main_async(s: WriterSettings) -> int:
+    remote = None
+    if s.consul_enabled and s.consul_kv_config:
+        remote = consul.RemoteConfig(
+            consul.client_for(s),
+            WriterSettings,
+            consul.default_prefix(s, s.consul_service_name or SERVICE),
+            s,
+            retry_max_s=s.consul_retry_max_s,
+        )
+        s = await remote.initial()
+        logging.getLogger().setLevel(s.log_level)
+    return await run(s, remote)
+
+
 def main() -> None:
     settings = load(WriterSettings)
     setup_logging(settings.log_level, settings.log_format)
-    raise SystemExit(asyncio.run(run(settings)))
+    tracing = setup_tracing(settings, SERVICE, SERVICE)
+    try:
+        code = asyncio.run(main_async(settings))
+    finally:
+        if tracing is not None:
+            tracing.shutdown()
+    raise SystemExit(code)
 
 
 if __name__ == "__main__":

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import ClassVar
+
 from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
@@ -13,6 +15,21 @@ from sensorlog_core.settings import ServiceSettings
 # shared with sensorlog-publish.
 class WriterSettings(ServiceSettings, KafkaSecuritySettings):
     model_config = SettingsConfigDict(env_prefix="SENSORLOG_WRITER_", extra="ignore", frozen=True)
+    # Read afresh on every batch, so a Consul KV change takes effect without a
+    # restart; every other field is bound into a client or pool at start-up.
+    SAFE_RELOAD: ClassVar[frozenset[str]] = frozenset(
+        {
+            "log_level",
+            "batch_max_records",
+            "batch_max_bytes",
+            "batch_max_wait_ms",
+            "max_message_bytes",
+            "max_array_elements",
+            "future_tolerance_s",
+            "retry_initial_s",
+            "retry_max_s",
+        }
+    )
 
     kafka_bootstrap_servers: str = Field(
         "127.0.0.1:9092", min_length=1, description="Comma-separated Kafka host:port list."
