@@ -148,11 +148,13 @@ command: [sensorlog-migrate]
 securityContext: {{- include "sensorlog.securityContext" $ctx | nindent 2 }}
 env:
   {{- include "sensorlog.env" (dict "ctx" $ctx "prefix" "SENSORLOG_MIGRATE_" "service" "sensorlog-migrate"
-        "settings" (merge (dict "timescaledb" $ctx.Values.migrations.timescaledb "metricsPort" 0) $ctx.Values.migrations.config)
+        "settings" (merge (dict "timescaledb" $ctx.Values.migrations.timescaledb "metricsPort" 0) $ctx.Values.migrations.config
+            (include "sensorlog.dbSecuritySettings" $ctx | fromJson))
         "secrets" (dict "databaseDsn" (include "sensorlog.dsnSecretRef" $ctx | fromJson))) | nindent 2 }}
 resources: {{- toYaml $ctx.Values.migrations.resources | nindent 2 }}
 volumeMounts:
   - {name: tmp, mountPath: /tmp}
+  {{- include "sensorlog.securityMounts" (list $ctx "db") | nindent 2 }}
 {{- end -}}
 
 {{/* ---------------------------------------------------------------- checks */}}
