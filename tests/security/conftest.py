@@ -76,9 +76,7 @@ class SecurePostgres:
 
 
 @pytest.fixture(scope="session")
-def secure_postgres(
-    tmp_path_factory: pytest.TempPathFactory, pki: Pki
-) -> Iterator[SecurePostgres]:
+def secure_postgres(tmp_path_factory: pytest.TempPathFactory, pki: Pki) -> Iterator[SecurePostgres]:
     server = Postgres(
         tmp_path_factory.mktemp("secure-postgres"),
         tls=PostgresTls(pki.server.cert, pki.server.key),
