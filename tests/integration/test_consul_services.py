@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+import urllib.request
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -51,6 +52,11 @@ def instances(agent: Consul, name: str) -> list[dict[str, object]]:
     return body
 
 
+def scrape(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        return str(r.read().decode())
+
+
 def passing(agent: Consul, name: str) -> bool:
     entries = instances(agent, name)
     return len(entries) == 1 and all(
@@ -83,6 +89,9 @@ async def test_writer_registers_with_readiness_check_and_topics_and_leaves_on_si
         assert svc["Meta"]["version"] and svc["Meta"]["group"] == t.group
         [check] = [c for c in entry["Checks"] if c["ServiceName"] == name]  # type: ignore[attr-defined]
         assert check["Type"] == "http"
+        metrics = scrape(w.status_port)
+        assert "sensorlog_consul_registered 1.0" in metrics
+        assert "# TYPE sensorlog_writer_consumer_lag gauge" in metrics
         assert w.terminate() == 0
     finally:
         w.stop()
@@ -112,6 +121,9 @@ async def test_query_registers_with_grpc_health_and_reloads_limits_from_kv(
         [check] = [c for c in entry["Checks"] if c["ServiceName"] == name]  # type: ignore[attr-defined]
         assert check["Type"] == "grpc"
         assert entry["Service"]["Port"] == q.grpc_port  # type: ignore[index]
+        metrics = scrape(q.status_port)
+        assert "sensorlog_consul_registered 1.0" in metrics
+        assert "sensorlog_query_database_up 1.0" in metrics
         async with grpc.aio.insecure_channel(q.target) as channel:
             stub = pb_grpc.QueryServiceStub(channel)  # type: ignore[no-untyped-call]
             # KV set the maximum at start-up (defaults < KV).
