@@ -290,11 +290,11 @@ def http_check(url: str, settings: ServiceSettings) -> dict[str, Any]:
     }
 
 
-def grpc_check(target: str, settings: ServiceSettings) -> dict[str, Any]:
+def grpc_check(target: str, settings: ServiceSettings, use_tls: bool = False) -> dict[str, Any]:
     return {
         "Name": "grpc.health.v1",
         "GRPC": target,
-        "GRPCUseTLS": False,
+        "GRPCUseTLS": use_tls,
         "Interval": f"{settings.consul_check_interval_s:g}s",
         "Timeout": f"{max(1.0, settings.consul_check_interval_s / 2):g}s",
         "DeregisterCriticalServiceAfter": f"{settings.consul_deregister_after_s:g}s",

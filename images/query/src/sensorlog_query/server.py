@@ -144,7 +144,7 @@ class QueryServer:
             name=s.consul_service_name or PROGRAM,
             address=address,
             port=self.port,
-            check=consul.grpc_check(f"{address}:{self.port}", s),
+            check=self._consul_check(address),
             tags=["grpc", "query", *s.consul_tags],
             meta={
                 "version": consul.version_of(PROGRAM),
@@ -153,6 +153,14 @@ class QueryServer:
             },
         )
         return consul.Registrar(consul.client_for(s), registration, s.consul_retry_max_s)
+
+    def _consul_check(self, address: str) -> dict[str, object]:
+        s = self.settings
+        if s.grpc_health_port:
+            # The plaintext health port answers for the same servicer, and the
+            # agent needs no certificate for it (it has none under mTLS).
+            return consul.grpc_check(f"{address}:{s.grpc_health_port}", s)
+        return consul.grpc_check(f"{address}:{self.port}", s, use_tls=s.tls)
 
     def apply_settings(self, settings: QuerySettings, changed: set[str]) -> None:
         """Put reloaded safe settings (QuerySettings.SAFE_RELOAD) into effect."""
