@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import json
 import re
+import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
+import yaml
 from prometheus_client import REGISTRY
 
 # Importing the modules registers their metrics in the default registry.
@@ -89,3 +92,39 @@ def test_dashboard_is_valid_grafana_json_with_a_datasource_variable() -> None:
     for p in dash["panels"]:
         if p["type"] != "row":
             assert p["datasource"]["uid"] == "${datasource}", p["title"]
+
+
+def _render(*args: str) -> list[dict[str, Any]]:
+    helm = ROOT / ".tools" / "bin" / "helm"
+    if not helm.is_file():
+        pytest.skip("helm not installed: run `make tools` (hack/tools/helm.sh)")
+    chart = ROOT / "charts" / "sensorlog"
+    out = subprocess.run(
+        [str(helm), "template", "sensorlog", str(chart), "--namespace", "sensorlog", *args],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=120,
+    ).stdout
+    return [d for d in yaml.safe_load_all(out) if d]
+
+
+def test_chart_ships_the_dashboard_to_the_grafana_sidecar_only_when_asked() -> None:
+    def dashboards(docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [
+            d
+            for d in docs
+            if d["kind"] == "ConfigMap" and d["metadata"]["labels"].get("grafana_dashboard") == "1"
+        ]
+
+    assert dashboards(_render()) == []
+    [cm] = dashboards(
+        _render(
+            "--set",
+            "metrics.grafanaDashboard.enabled=true",
+            "--set",
+            "metrics.grafanaDashboard.annotations.grafana_folder=sensorlog",
+        )
+    )
+    assert cm["metadata"]["annotations"] == {"grafana_folder": "sensorlog"}
+    assert json.loads(cm["data"]["sensorlog.json"]) == json.loads(DASHBOARD.read_text())

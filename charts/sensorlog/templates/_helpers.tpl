@@ -77,6 +77,17 @@ helm.sh/chart: {{ printf "%s-%s" $ctx.Chart.Name $ctx.Chart.Version | replace "+
 {{- end -}}
 {{- end -}}
 
+{{/* Consul HTTP API for query and writer; empty when they should not use Consul. */}}
+{{- define "sensorlog.consulAddress" -}}
+{{- if .Values.consulClient.enabled -}}
+{{- if .Values.consulClient.address -}}
+{{- .Values.consulClient.address -}}
+{{- else if .Values.consul.enabled -}}
+{{- printf "http://%s.%s.svc:8500" (include "sensorlog.subchart" (list . "consul")) .Release.Namespace -}}
+{{- end -}}
+{{- end -}}
+{{- end -}}
+
 {{- define "sensorlog.otlpEndpoint" -}}
 {{- if .Values.jaeger.enabled -}}
 {{- printf "http://%s.%s.svc:4317" (include "sensorlog.subchart" (list . "jaeger")) .Release.Namespace -}}
@@ -92,11 +103,24 @@ The one place values become environment variables.
 settings: camelCase keys -> PREFIX + UPPER_SNAKE (batchMaxRecords -> SENSORLOG_WRITER_BATCH_MAX_RECORDS);
 empty or null values are left out so the process keeps its own default.
 secrets: camelCase keys -> the same names, as secretKeyRef {name, key}; never inline values.
-Every process also gets the common settings (log, metrics port) and the OpenTelemetry
-SDK's standard OTEL_* variables when a trace endpoint exists. */}}
+Every process also gets the common settings (log, metrics port) and its tracing_*
+settings when a trace endpoint exists; with "consul" true (query, writer) also its
+consul_* settings when a Consul address exists. */}}
 {{- define "sensorlog.env" -}}
 {{- $ctx := .ctx -}}
 {{- $common := dict "logLevel" $ctx.Values.log.level "logFormat" $ctx.Values.log.format "metricsPort" $ctx.Values.metricsPort -}}
+{{- with include "sensorlog.otlpEndpoint" $ctx }}
+{{- $_ := merge $common (dict "tracingEndpoint" . "tracingServiceName" $.service "tracingSampleRatio" $ctx.Values.tracing.sampleRatio) }}
+{{- end }}
+{{- $secrets := deepCopy (default dict .secrets) -}}
+{{- if .consul }}
+{{- with include "sensorlog.consulAddress" $ctx }}
+{{- $_ := merge $common (dict "consulEnabled" true "consulAddress" . "consulServiceName" $.service "consulKvConfig" $ctx.Values.consulClient.kvConfig) }}
+{{- with $ctx.Values.consulClient.tokenSecret }}
+{{- $_ := set $secrets "consulToken" (dict "name" . "key" $ctx.Values.consulClient.tokenSecretKey) }}
+{{- end }}
+{{- end }}
+{{- end }}
 {{- $all := merge (deepCopy (default dict .settings)) $common -}}
 {{- range $key := keys $all | sortAlpha }}
 {{- $value := get $all $key }}
@@ -105,19 +129,13 @@ SDK's standard OTEL_* variables when a trace endpoint exists. */}}
   value: {{ toString $value | quote }}
 {{- end }}
 {{- end }}
-{{- range $key := keys (default dict .secrets) | sortAlpha }}
-{{- $ref := get $.secrets $key }}
+{{- range $key := keys $secrets | sortAlpha }}
+{{- $ref := get $secrets $key }}
 - name: {{ printf "%s%s" $.prefix (snakecase $key | upper) }}
   valueFrom:
     secretKeyRef:
       name: {{ $ref.name }}
       key: {{ $ref.key }}
-{{- end }}
-{{- with include "sensorlog.otlpEndpoint" $ctx }}
-- name: OTEL_EXPORTER_OTLP_ENDPOINT
-  value: {{ . | quote }}
-- name: OTEL_SERVICE_NAME
-  value: {{ $.service | quote }}
 {{- end }}
 {{- end -}}
 

@@ -144,7 +144,7 @@ on its ports. */}}
 {{- if has "apiserver" $needs }}
 - ports: [{{ range $i, $p := $e.apiServerPorts }}{{ if $i }}, {{ end }}{port: {{ $p }}}{{ end }}]
 {{- end }}
-{{- if or (include "sensorlog.otlpEndpoint" $ctx) $ctx.Values.consul.enabled }}
+{{- if or (include "sensorlog.otlpEndpoint" $ctx) (include "sensorlog.consulAddress" $ctx) }}
 - ports: [{{ range $i, $p := $e.observabilityPorts }}{{ if $i }}, {{ end }}{port: {{ $p }}}{{ end }}]
 {{- end }}
 {{- end -}}
