@@ -1,7 +1,7 @@
 """Writer benchmark: Kafka -> writer -> PostgreSQL 15 vs the raw COPY ceiling, same run.
 
-    .venv/bin/python bench/writer_bench.py            # small: 200k readings x 3 runs
-    .venv/bin/python bench/writer_bench.py --full     # 1M readings x 3 runs
+    .venv/bin/python bench/writer_bench.py            # small: 1M-reading backlog x 3 runs
+    .venv/bin/python bench/writer_bench.py --full     # 5M-reading backlog x 3 runs
 
 Everything is co-located on this machine (Kafka, PostgreSQL, writer). Each run
 uses a fresh table. Reported: readings/s of the writer (backlog drained from
@@ -151,11 +151,11 @@ def fmt(values: list[float], unit: str = "") -> str:
 
 async def main() -> int:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--full", action="store_true", help="1M readings per run")
-    p.add_argument("--small", action="store_true", help="200k readings per run (default)")
+    p.add_argument("--full", action="store_true", help="5M readings per run")
+    p.add_argument("--small", action="store_true", help="1M readings per run (default)")
     p.add_argument("--runs", type=int, default=3)
     args = p.parse_args()
-    n = 1_000_000 if args.full else 200_000
+    n = 5_000_000 if args.full else 1_000_000
     OUT.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(prefix="sensorlog-bench-") as tmp:
         base = Path(tmp)
