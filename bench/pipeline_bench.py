@@ -78,7 +78,7 @@ async def prober(bootstrap: str, topic: str, target: str, seconds: float, run: i
             deadline = time.monotonic() + seconds
             k = 0
             while time.monotonic() < deadline:
-                sensor = PROBE_BASE + run * 100_000 + k
+                sensor = PROBE_BASE + run * 100_000 + k  # unique across every run
                 k += 1
                 t0 = time.monotonic()
                 await producer.send_and_wait(
@@ -148,9 +148,10 @@ async def main() -> int:
             conn = await db.connect(pg.dsn)
             await migrate(conn)
             await conn.close()
-            for rate in RATES:
+            for i, rate in enumerate(RATES):
                 for run in range(args.runs):
-                    r = await one(kafka, pg, rate, seconds, run, base)
+                    r = await one(kafka, pg, rate, seconds, i * args.runs + run, base)
+                    r["run"] = run
                     lat = r["latencies"]
                     assert isinstance(lat, list) and lat, "no probe came back"
                     print(

@@ -79,13 +79,21 @@ class Timescale:
         # Only this start's lines count: the log is appended to across restarts.
         offset = self.log.stat().st_size if self.log.exists() else 0
         argv = [
-            self.node, str(self.pglite_dir / "server.mjs"),
-            "--data-dir", str(self.data_dir), "--host", "127.0.0.1", "--port", str(self.port),
+            self.node,
+            str(self.pglite_dir / "server.mjs"),
+            "--data-dir",
+            str(self.data_dir),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
         ]
         self.proc = Process("timescale", argv, self.log, cwd=self.pglite_dir)
         wait_until(
-            lambda: self._ready(offset), START_TIMEOUT,
-            f"TimescaleDB (PGlite) on 127.0.0.1:{self.port}", self.log,
+            lambda: self._ready(offset),
+            START_TIMEOUT,
+            f"TimescaleDB (PGlite) on 127.0.0.1:{self.port}",
+            self.log,
         )
         return self
 
