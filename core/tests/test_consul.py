@@ -21,13 +21,13 @@ from pydantic_settings import SettingsConfigDict
 
 from sensorlog_core import consul
 from sensorlog_core.consul import BadConfig, ConsulClient, Registrar, Registration, RemoteConfig
-from sensorlog_core.settings import ServiceSettings
+from sensorlog_core.settings import ConsulSettings
 from sensorlog_core.statusserver import StatusServer
 from sensorlog_stack.consul import Consul
 from sensorlog_stack.proc import free_port
 
 
-class DemoSettings(ServiceSettings):
+class DemoSettings(ConsulSettings):
     """A process's settings in miniature: two safe fields, two bound at start-up."""
 
     model_config = SettingsConfigDict(env_prefix="SENSORLOG_DEMO_", extra="ignore", frozen=True)
@@ -115,7 +115,7 @@ async def test_registration_carries_tags_meta_and_a_check_that_follows_readiness
     )
     await status.start()
     name = f"svc-{uuid.uuid4().hex[:6]}"
-    settings = ServiceSettings(consul_check_interval_s=1, consul_deregister_after_s=60)
+    settings = ConsulSettings(consul_check_interval_s=1, consul_deregister_after_s=60)
     reg = Registration(
         name=name,
         address="127.0.0.1",

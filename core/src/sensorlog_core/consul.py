@@ -42,12 +42,13 @@ from urllib.parse import quote, urlencode, urlsplit
 import yaml
 from prometheus_client import Counter, Gauge
 from pydantic import ValidationError
+from pydantic_settings import BaseSettings
 
-from sensorlog_core.settings import ServiceSettings, describe_errors
+from sensorlog_core.settings import ConsulSettings, describe_errors
 
 log = logging.getLogger(__name__)
 
-S = TypeVar("S", bound=ServiceSettings)
+S = TypeVar("S", bound=ConsulSettings)
 
 REGISTERED = Gauge(
     "sensorlog_consul_registered", "1 while this process's Consul registration is in place."
@@ -279,7 +280,7 @@ class Registration:
         }
 
 
-def http_check(url: str, settings: ServiceSettings) -> dict[str, Any]:
+def http_check(url: str, settings: ConsulSettings) -> dict[str, Any]:
     return {
         "Name": "readiness",
         "HTTP": url,
@@ -290,7 +291,7 @@ def http_check(url: str, settings: ServiceSettings) -> dict[str, Any]:
     }
 
 
-def grpc_check(target: str, settings: ServiceSettings, use_tls: bool = False) -> dict[str, Any]:
+def grpc_check(target: str, settings: ConsulSettings, use_tls: bool = False) -> dict[str, Any]:
     return {
         "Name": "grpc.health.v1",
         "GRPC": target,
@@ -424,7 +425,7 @@ def kv_values(prefix: str, entries: Iterable[Mapping[str, Any]]) -> dict[str, An
     return {**document, **{k: v for k, v in single.items() if v is not None}}
 
 
-def env_names(cls: type[ServiceSettings], environ: Mapping[str, str] | None = None) -> set[str]:
+def env_names(cls: type[BaseSettings], environ: Mapping[str, str] | None = None) -> set[str]:
     """Fields the environment sets (they win over KV)."""
     env = {k.upper() for k in (os.environ if environ is None else environ)}
     prefix = str(cls.model_config.get("env_prefix", "")).upper()
@@ -452,7 +453,7 @@ def layered(cls: type[S], kv: Mapping[str, Any], environ: Mapping[str, str] | No
         raise BadConfig(describe_errors(cls, exc).replace("invalid configuration:", "")) from None
 
 
-def safe_fields(cls: type[ServiceSettings]) -> frozenset[str]:
+def safe_fields(cls: type[BaseSettings]) -> frozenset[str]:
     return frozenset(getattr(cls, "SAFE_RELOAD", frozenset({"log_level"})))
 
 
@@ -605,10 +606,10 @@ def version_of(distribution: str) -> str:
         return "unknown"
 
 
-def default_prefix(settings: ServiceSettings, service_name: str) -> str:
+def default_prefix(settings: ConsulSettings, service_name: str) -> str:
     return settings.consul_kv_prefix or f"sensorlog/{service_name}"
 
 
-def client_for(settings: ServiceSettings) -> ConsulClient:
+def client_for(settings: ConsulSettings) -> ConsulClient:
     token = settings.consul_token.get_secret_value() if settings.consul_token else None
     return ConsulClient(settings.consul_address, token)

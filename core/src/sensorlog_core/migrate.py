@@ -24,7 +24,7 @@ from pydantic_settings import SettingsConfigDict
 
 from sensorlog_core import db
 from sensorlog_core.logs import setup_logging
-from sensorlog_core.settings import ServiceSettings, load
+from sensorlog_core.settings import DatabaseSettings, load
 
 log = logging.getLogger(__name__)
 
@@ -132,7 +132,7 @@ async def migrate(conn: asyncpg.Connection, mode: TimescaleMode = "auto") -> lis
         await conn.execute("SELECT pg_advisory_unlock($1)", _LOCK_KEY)
 
 
-class MigrateSettings(ServiceSettings):
+class MigrateSettings(DatabaseSettings):
     """Settings of ``sensorlog-migrate`` (env prefix ``SENSORLOG_MIGRATE_``)."""
 
     model_config = SettingsConfigDict(env_prefix="SENSORLOG_MIGRATE_", extra="ignore", frozen=True)

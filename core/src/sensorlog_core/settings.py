@@ -72,7 +72,7 @@ def pg_url(
 
 
 class ServiceSettings(BaseSettings):
-    """Fields every sensorlog process has."""
+    """Fields every sensorlog process has: logs, the status endpoint, tracing."""
 
     model_config = SettingsConfigDict(
         env_prefix="SENSORLOG_",
@@ -84,29 +84,6 @@ class ServiceSettings(BaseSettings):
         hide_input_in_errors=True,
     )
 
-    database_dsn: SecretStr = Field(
-        SecretStr("postgresql://postgres@127.0.0.1:5432/postgres"),
-        description="PostgreSQL/TimescaleDB URL, e.g. postgresql://user:pass@host:5432/db.",
-    )
-    database_sslmode: PgSslMode | None = Field(
-        None,
-        description="TLS to the database: disable ... verify-full; unset: the DSN's sslmode "
-        "(asyncpg's default: prefer).",
-    )
-    database_ssl_root_cert_file: Path | None = Field(
-        None, description="PEM CA that signed the database's certificate (verify-ca/verify-full)."
-    )
-    database_ssl_cert_file: Path | None = Field(
-        None, description="PEM client certificate, for servers that require one."
-    )
-    database_ssl_key_file: Path | None = Field(
-        None, description="PEM key of the client certificate."
-    )
-    database_password_file: Path | None = Field(
-        None,
-        description="File holding the database password (e.g. a mounted Secret); overrides "
-        "the DSN's password.",
-    )
     log_level: LogLevel = Field("INFO", description="Least severe level that is logged.")
     log_format: Literal["json", "text"] = Field(
         "json", description="json: one JSON object per line (for clusters); text: for humans."
@@ -132,6 +109,85 @@ class ServiceSettings(BaseSettings):
     tracing_service_name: str = Field(
         "", description="service.name of this process's spans; empty: the program's name."
     )
+
+
+class DatabaseSettings(ServiceSettings):
+    """A process that talks to PostgreSQL/TimescaleDB (writer, query, migrate)."""
+
+    database_dsn: SecretStr = Field(
+        SecretStr("postgresql://postgres@127.0.0.1:5432/postgres"),
+        description="PostgreSQL/TimescaleDB URL, e.g. postgresql://user:pass@host:5432/db.",
+    )
+    database_sslmode: PgSslMode | None = Field(
+        None,
+        description="TLS to the database: disable ... verify-full; unset: the DSN's sslmode "
+        "(asyncpg's default: prefer).",
+    )
+    database_ssl_root_cert_file: Path | None = Field(
+        None, description="PEM CA that signed the database's certificate (verify-ca/verify-full)."
+    )
+    database_ssl_cert_file: Path | None = Field(
+        None, description="PEM client certificate, for servers that require one."
+    )
+    database_ssl_key_file: Path | None = Field(
+        None, description="PEM key of the client certificate."
+    )
+    database_password_file: Path | None = Field(
+        None,
+        description="File holding the database password (e.g. a mounted Secret); overrides "
+        "the DSN's password.",
+    )
+
+    @field_validator("database_dsn")
+    @classmethod
+    def _dsn(cls, v: SecretStr) -> SecretStr:
+        return check_postgres_dsn(v)
+
+    @field_validator(
+        "database_ssl_root_cert_file",
+        "database_ssl_cert_file",
+        "database_ssl_key_file",
+        "database_password_file",
+    )
+    @classmethod
+    def _database_file(cls, v: Path | None) -> Path | None:
+        return readable_file(v)
+
+    @model_validator(mode="after")
+    def _database_tls(self) -> DatabaseSettings:
+        env = str(self.model_config.get("env_prefix", "")).upper() + "DATABASE_"
+        if (self.database_ssl_cert_file is None) != (self.database_ssl_key_file is None):
+            raise ValueError(f"{env}SSL_CERT_FILE and {env}SSL_KEY_FILE go together")
+        if self.database_sslmode in ("verify-ca", "verify-full") and not (
+            self.database_ssl_root_cert_file
+            or "sslrootcert=" in self.database_dsn.get_secret_value()
+        ):
+            raise ValueError(
+                f"{env}SSLMODE={self.database_sslmode} needs {env}SSL_ROOT_CERT_FILE "
+                "(the CA that signed the server's certificate)"
+            )
+        return self
+
+    def database_url(self, dsn: SecretStr | None = None) -> str:
+        """``dsn`` (default: database_dsn) with the TLS settings and the password file applied.
+
+        The result holds the password: hand it to asyncpg, never to a log line.
+        """
+        return pg_url(
+            (dsn or self.database_dsn).get_secret_value(),
+            sslmode=self.database_sslmode,
+            rootcert=self.database_ssl_root_cert_file,
+            cert=self.database_ssl_cert_file,
+            key=self.database_ssl_key_file,
+            password=read_secret_file(self.database_password_file)
+            if self.database_password_file
+            else None,
+        )
+
+
+class ConsulSettings(ServiceSettings):
+    """Consul registration and KV configuration, for the long-running services."""
+
     consul_enabled: bool = Field(
         False,
         description="Register in Consul and read configuration from its KV store "
@@ -173,52 +229,6 @@ class ServiceSettings(BaseSettings):
     consul_retry_max_s: float = Field(
         30.0, gt=0, description="Cap of the backoff between failed Consul calls."
     )
-
-    @field_validator("database_dsn")
-    @classmethod
-    def _dsn(cls, v: SecretStr) -> SecretStr:
-        return check_postgres_dsn(v)
-
-    @field_validator(
-        "database_ssl_root_cert_file",
-        "database_ssl_cert_file",
-        "database_ssl_key_file",
-        "database_password_file",
-    )
-    @classmethod
-    def _database_file(cls, v: Path | None) -> Path | None:
-        return readable_file(v)
-
-    @model_validator(mode="after")
-    def _database_tls(self) -> ServiceSettings:
-        env = str(self.model_config.get("env_prefix", "")).upper() + "DATABASE_"
-        if (self.database_ssl_cert_file is None) != (self.database_ssl_key_file is None):
-            raise ValueError(f"{env}SSL_CERT_FILE and {env}SSL_KEY_FILE go together")
-        if self.database_sslmode in ("verify-ca", "verify-full") and not (
-            self.database_ssl_root_cert_file
-            or "sslrootcert=" in self.database_dsn.get_secret_value()
-        ):
-            raise ValueError(
-                f"{env}SSLMODE={self.database_sslmode} needs {env}SSL_ROOT_CERT_FILE "
-                "(the CA that signed the server's certificate)"
-            )
-        return self
-
-    def database_url(self, dsn: SecretStr | None = None) -> str:
-        """``dsn`` (default: database_dsn) with the TLS settings and the password file applied.
-
-        The result holds the password: hand it to asyncpg, never to a log line.
-        """
-        return pg_url(
-            (dsn or self.database_dsn).get_secret_value(),
-            sslmode=self.database_sslmode,
-            rootcert=self.database_ssl_root_cert_file,
-            cert=self.database_ssl_cert_file,
-            key=self.database_ssl_key_file,
-            password=read_secret_file(self.database_password_file)
-            if self.database_password_file
-            else None,
-        )
 
 
 S = TypeVar("S", bound=BaseSettings)

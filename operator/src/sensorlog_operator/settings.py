@@ -11,8 +11,7 @@ from sensorlog_core.settings import ServiceSettings
 class OperatorSettings(ServiceSettings):
     """Loaded once in ``__main__``; an invalid value stops the process at start-up.
 
-    ``database_dsn`` (inherited) is not used: each Hypertable names the Secret that
-    holds its own database's DSN.
+    No database settings: each Hypertable names the Secret holding its database's DSN.
     """
 
     model_config = SettingsConfigDict(

@@ -9,10 +9,10 @@ from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from sensorlog_core.secretfiles import readable_file
-from sensorlog_core.settings import ServiceSettings, check_postgres_dsn
+from sensorlog_core.settings import ConsulSettings, DatabaseSettings, check_postgres_dsn
 
 
-class QuerySettings(ServiceSettings):
+class QuerySettings(DatabaseSettings, ConsulSettings):
     """Settings of ``sensorlog-query-server``; loaded once in ``__main__``."""
 
     model_config = SettingsConfigDict(

@@ -8,12 +8,12 @@ from pydantic import Field, model_validator
 from pydantic_settings import SettingsConfigDict
 
 from sensorlog_core.kafka_security import KafkaSecuritySettings
-from sensorlog_core.settings import ServiceSettings
+from sensorlog_core.settings import ConsulSettings, DatabaseSettings
 
 
 # Kafka security fields (SENSORLOG_WRITER_KAFKA_SECURITY_PROTOCOL, ...) come from the mixin,
 # shared with sensorlog-publish.
-class WriterSettings(ServiceSettings, KafkaSecuritySettings):
+class WriterSettings(DatabaseSettings, ConsulSettings, KafkaSecuritySettings):
     model_config = SettingsConfigDict(env_prefix="SENSORLOG_WRITER_", extra="ignore", frozen=True)
     # Read afresh on every batch, so a Consul KV change takes effect without a
     # restart; every other field is bound into a client or pool at start-up.
