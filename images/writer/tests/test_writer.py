@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
+import sys
 import time
+import urllib.request
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import asyncpg
@@ -215,13 +219,114 @@ async def test_sigterm_under_load_commits_and_exits_in_time(
     assert n == load.count and got == load.expected
 
 
-async def test_readiness_reports_the_database(
+def _scrape(port: int) -> str:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics") as r:
+        return str(r.read().decode())
+
+
+async def test_status_endpoint_and_metrics_after_a_batch(
     kafka: Kafka, dsn: str, topics: Topics, writers: Callable[..., WriterProcess]
 ) -> None:
     w = writers(writer_env(kafka, dsn, topics)).start()
     assert http_status(w.status_port, "/readyz") == 200
     assert http_status(w.status_port, "/healthz") == 200
-    assert http_status(w.status_port, "/metrics") == 200
+    await produce(
+        kafka.bootstrap,
+        topics.readings,
+        [b'[{"ts": 1646409307, "sensor_id": 1}, {"ts": 1646409308, "sensor_id": 1}]', b"{bad"],
+    )
+    assert await wait_for_rows(dsn, 2, 30) == 2
+    text = ""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:  # metrics follow the commit by a moment
+        text = await asyncio.to_thread(_scrape, w.status_port)
+        if "sensorlog_writer_dead_lettered_total{" in text:
+            break
+        await asyncio.sleep(0.2)
+    t = topics.readings
+    assert f'sensorlog_writer_readings_written_total{{topic="{t}"}} 2.0' in text
+    assert f'sensorlog_writer_records_consumed_total{{topic="{t}"}} 2.0' in text
+    assert f'sensorlog_writer_dead_lettered_total{{topic="{t}.dlq"}} 1.0' in text
+    # Lag per partition from the broker's high watermark: everything consumed, so 0.
+    assert f'sensorlog_writer_consumer_lag{{partition="0",topic="{t}"}} 0.0' in text
+    assert "sensorlog_writer_paused 0.0" in text
+    assert "sensorlog_writer_batch_seconds_count" in text
+
+
+async def test_publish_command_sends_readings_sensors_and_a_counted_load(
+    kafka: Kafka, dsn: str, topics: Topics, writers: Callable[..., WriterProcess]
+) -> None:
+    writers(writer_env(kafka, dsn, topics)).start()
+    publish = [sys.executable, "-m", "sensorlog_writer.publish", "--bootstrap", kafka.bootstrap]
+    run = partial(subprocess.run, capture_output=True, text=True, timeout=60, check=True)
+    run(
+        [
+            *publish,
+            "--topic",
+            topics.readings,
+            "reading",
+            "--sensor-id",
+            "7",
+            "--ts",
+            "1646409307",
+            "--temperature",
+            "21.5",
+            "--field",
+            "humidity=40",
+        ]
+    )
+    run(
+        [
+            *publish,
+            "--topic",
+            topics.sensors,
+            "sensor",
+            "--id",
+            "7",
+            "--type",
+            "thermo",
+            "--location",
+            "rack-1",
+        ]
+    )
+    out = run(
+        [
+            *publish,
+            "--topic",
+            topics.readings,
+            "load",
+            "--rate",
+            "0",
+            "--sensors",
+            "5",
+            "--count",
+            "500",
+            "--per-message",
+            "10",
+            "--start-ts",
+            "1700000000",
+        ]
+    )
+    assert json.loads(out.stdout)["messages"] == 50
+    run(
+        [*publish, "--topic", topics.readings, "file", "-"],
+        input='{"ts": "2022-03-04T15:55:08Z", "sensor_id": 8}\n',
+    )
+    assert await wait_for_rows(dsn, 502, 60) == 502
+    conn = await asyncpg.connect(dsn)
+    try:
+        row = await conn.fetchrow(
+            "SELECT temperature, extra FROM sensor_data WHERE sensor_id = 7 "
+            "AND ts = to_timestamp(1646409307)"
+        )
+        deadline = time.monotonic() + 10
+        while (loc := await conn.fetchval("SELECT location FROM sensors WHERE id = 7")) is None:
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.2)
+    finally:
+        await conn.close()
+    assert row["temperature"] == 21.5 and json.loads(row["extra"]) == {"humidity": 40.0}
+    assert loc == "rack-1"
 
 
 def test_bad_config_exits_non_zero_naming_the_variable(tmp_path: object) -> None:
