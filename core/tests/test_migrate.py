@@ -67,3 +67,31 @@ async def test_require_timescaledb_fails_clearly_on_plain_postgres(pg_dsn: str) 
             await migrate(conn, "require")
     finally:
         await conn.close()
+
+
+async def test_migrations_on_timescaledb_make_a_hypertable_and_run_twice_without_change(
+    ts_dsn: str,
+) -> None:
+    conn = await db.connect(ts_dsn)
+    try:
+        # ts_dsn already migrated this database; a second run applies nothing.
+        assert await migrate(conn, "require") == []
+        assert await db.flavor(conn) is db.Flavor.TIMESCALEDB
+        assert (
+            await conn.fetchval(
+                "SELECT count(*) FROM timescaledb_information.hypertables "
+                "WHERE hypertable_name = 'sensor_data'"
+            )
+            == 1
+        )
+        flavors = {r["flavor"] for r in await conn.fetch("SELECT flavor FROM schema_migrations")}
+        assert flavors == {"timescaledb"}
+        assert [c for c, _ in await _columns(conn, "sensor_data")] == [
+            "ts",
+            "sensor_id",
+            "temperature",
+            "cpu",
+            "extra",
+        ]
+    finally:
+        await conn.close()
