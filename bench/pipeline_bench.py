@@ -6,7 +6,7 @@ LatestReadings over gRPC until it is visible: produce-to-visible latency.
 Each rate is run several times; results go to bench/out/pipeline.json (the
 report script turns them into bench/REPORT.md with plots).
 
-    .venv/bin/python bench/pipeline_bench.py            # small: 1k, 5k, 20k/s x 10 s x 3 runs
+    .venv/bin/python bench/pipeline_bench.py            # small: 1k, 5k, 20k/s x 6 s x 3 runs
     .venv/bin/python bench/pipeline_bench.py --full     # 60 s per run
 """
 
@@ -137,7 +137,7 @@ async def main() -> int:
     p.add_argument("--small", action="store_true")
     p.add_argument("--runs", type=int, default=3)
     args = p.parse_args()
-    seconds = 60.0 if args.full else 10.0
+    seconds = 60.0 if args.full else 6.0
     OUT.mkdir(parents=True, exist_ok=True)
     results = []
     with tempfile.TemporaryDirectory(prefix="sensorlog-e2e-") as tmp:
