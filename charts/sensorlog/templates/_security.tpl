@@ -17,9 +17,31 @@ told the paths; passwords travel as secretKeyRef (see sensorlog.env), never as v
 {{- $out | toJson -}}
 {{- end -}}
 
+{{/* The Kafka client security in effect (JSON dict shaped like .Values.kafkaSecurity):
+with the bundled Kafka's kafka.security.enabled, SASL_SSL/SCRAM-SHA-512 as its user
+with its generated (or existing) Secrets, whatever kafkaSecurity says; otherwise
+kafkaSecurity. The Secret names follow the kafka subchart's kafka.tlsSecret and
+kafka.scramSecret. */}}
+{{- define "sensorlog.kafkaClient" -}}
+{{- $k := .Values.kafkaSecurity -}}
+{{- if and .Values.kafka.enabled .Values.kafka.security.enabled -}}
+{{- if or (ne $k.protocol "PLAINTEXT") $k.saslUsername $k.saslPasswordSecret.name $k.caSecret.name $k.clientCertSecret -}}
+{{- fail "kafka.security.enabled configures the clients of the bundled Kafka itself: leave kafkaSecurity.* unset (it is for an external Kafka)" -}}
+{{- end -}}
+{{- $s := .Values.kafka.security -}}
+{{- $kafka := include "sensorlog.subchart" (list . "kafka") -}}
+{{- dict "protocol" "SASL_SSL" "saslMechanism" "SCRAM-SHA-512" "saslUsername" $s.scram.username
+      "saslPasswordSecret" (dict "name" (default (printf "%s-scram" $kafka) $s.scram.existingSecret) "key" "password")
+      "caSecret" (dict "name" (default (printf "%s-tls" $kafka) $s.tls.existingSecret) "key" "ca.crt")
+      "clientCertSecret" "" | toJson -}}
+{{- else -}}
+{{- $k | toJson -}}
+{{- end -}}
+{{- end -}}
+
 {{/* Kafka client settings of the writer (JSON dict). */}}
 {{- define "sensorlog.kafkaSecuritySettings" -}}
-{{- $k := .Values.kafkaSecurity -}}
+{{- $k := include "sensorlog.kafkaClient" . | fromJson -}}
 {{- $dir := include "sensorlog.securityDir" . -}}
 {{- $tls := has $k.protocol (list "SSL" "SASL_SSL") -}}
 {{- $sasl := has $k.protocol (list "SASL_PLAINTEXT" "SASL_SSL") -}}
@@ -41,12 +63,15 @@ told the paths; passwords travel as secretKeyRef (see sensorlog.env), never as v
 {{- $_ := set $out "kafkaSaslMechanism" $k.saslMechanism -}}
 {{- $_ := set $out "kafkaSaslUsername" $k.saslUsername -}}
 {{- end -}}
+{{- if and .Values.kafka.enabled (not .Values.kafka.security.enabled) (ne $k.protocol "PLAINTEXT") -}}
+{{- fail (printf "kafkaSecurity.protocol=%s, but the bundled Kafka serves PLAINTEXT: set kafka.security.enabled=true (it configures the clients itself) or kafka.enabled=false with externalKafka.bootstrapServers" $k.protocol) -}}
+{{- end -}}
 {{- $out | toJson -}}
 {{- end -}}
 
 {{/* Kafka secretKeyRefs of the writer (JSON dict for the env helper's secrets). */}}
 {{- define "sensorlog.kafkaSecuritySecrets" -}}
-{{- $k := .Values.kafkaSecurity -}}
+{{- $k := include "sensorlog.kafkaClient" . | fromJson -}}
 {{- if has $k.protocol (list "SASL_PLAINTEXT" "SASL_SSL") -}}
 {{- dict "kafkaSaslPassword" (dict "name" $k.saslPasswordSecret.name "key" $k.saslPasswordSecret.key) | toJson -}}
 {{- else -}}
@@ -81,12 +106,13 @@ told the paths; passwords travel as secretKeyRef (see sensorlog.env), never as v
 - name: db-ca
   secret: {secretName: {{ $v.database.caSecret.name }}, items: [{key: {{ $v.database.caSecret.key }}, path: ca.crt}]}
 {{- end }}
-{{- if and (has "kafka" $parts) (has $v.kafkaSecurity.protocol (list "SSL" "SASL_SSL")) }}
-{{- with $v.kafkaSecurity.caSecret.name }}
+{{- $k := include "sensorlog.kafkaClient" $ctx | fromJson }}
+{{- if and (has "kafka" $parts) (has $k.protocol (list "SSL" "SASL_SSL")) }}
+{{- with $k.caSecret.name }}
 - name: kafka-ca
-  secret: {secretName: {{ . }}, items: [{key: {{ $v.kafkaSecurity.caSecret.key }}, path: ca.crt}]}
+  secret: {secretName: {{ . }}, items: [{key: {{ $k.caSecret.key }}, path: ca.crt}]}
 {{- end }}
-{{- with $v.kafkaSecurity.clientCertSecret }}
+{{- with $k.clientCertSecret }}
 - name: kafka-client
   secret: {secretName: {{ . }}, items: [{key: tls.crt, path: tls.crt}, {key: tls.key, path: tls.key}]}
 {{- end }}
