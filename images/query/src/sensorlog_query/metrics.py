@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 from wsgiref.simple_server import WSGIServer
@@ -27,6 +28,13 @@ ROWS = Counter(
     ["method"],
 )
 DB_UP = Gauge("sensorlog_query_database_up", "1 while the health probe reaches the database.")
+
+# The children of the labelled metrics, bound on first use and then reused:
+# labels() checks its arguments and takes a lock on every call. A child appears
+# in /metrics from its first use, as with labels().
+requests = functools.cache(REQUESTS.labels)
+latency = functools.cache(LATENCY.labels)
+rows_returned = functools.cache(ROWS.labels)
 
 
 class MetricsServer:

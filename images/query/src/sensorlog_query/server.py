@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 
@@ -175,6 +176,11 @@ class QueryServer:
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stopping.set)
         await self.start()
+        # What exists now (modules, the server, the pool) lives as long as the
+        # process: frozen out of the collector's sight, a full collection no
+        # longer walks it (~15 ms with every call in flight waiting, the p99).
+        gc.collect()
+        gc.freeze()
         try:
             await stopping.wait()
             log.info(

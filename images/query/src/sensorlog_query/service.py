@@ -9,6 +9,11 @@ server is INTERNAL.
 The client's deadline bounds every database wait: it is the timeout of pool
 acquisition and of each statement (asyncpg cancels the statement on the
 server when it passes), capped by the server's own statement timeout.
+
+A call costs one statement round trip and no more: no per-call SET or
+transaction (the deadline is asyncpg's ``timeout=``), no session reset when
+the connection goes back to the pool (see ``Database.open``), metric children
+bound once, and responses filled in place.
 """
 
 from __future__ import annotations
@@ -30,7 +35,7 @@ from sensorlog.v1 import query_pb2 as pb
 from sensorlog.v1 import query_pb2_grpc as pb_grpc
 from sensorlog_core import db, queries, tracing
 from sensorlog_query import validation as v
-from sensorlog_query.metrics import LATENCY, REQUESTS, ROWS
+from sensorlog_query.metrics import latency, requests, rows_returned
 from sensorlog_query.settings import QuerySettings
 
 log = logging.getLogger(__name__)
@@ -66,6 +71,17 @@ def is_connection_error(exc: BaseException) -> bool:
     ) and not isinstance(exc, TimeoutError)
 
 
+async def _keep_session(conn: asyncpg.Connection) -> None:
+    """Pool reset: nothing to undo, so no round trip when a connection is released.
+
+    asyncpg's default reset sends ``SELECT pg_advisory_unlock_all(); CLOSE ALL;
+    UNLISTEN *; RESET ALL`` on every release: a second statement per call. This
+    server never changes session state (no SET, LISTEN or advisory locks; its
+    only cursor lives in a transaction), and asyncpg still rolls back a
+    transaction left open before calling this.
+    """
+
+
 class Database:
     """The read pool, opened lazily so the server runs (NOT_SERVING) while the db is down."""
 
@@ -91,6 +107,7 @@ class Database:
                 "statement_timeout": str(int(s.statement_timeout * 1000) + 1000),
                 "default_transaction_read_only": "on",
             },
+            reset=_keep_session,
         )
 
     async def close(self, wait: float = 5.0) -> None:
@@ -112,7 +129,10 @@ class Database:
         if self.pool is None:
             raise DatabaseUnavailable("the server is not connected to a database")
         try:
-            conn = await self.pool.acquire(timeout=wait)
+            # asyncio.timeout rather than acquire(timeout=): that one wraps every
+            # acquisition in wait_for, a task per call.
+            async with asyncio.timeout(wait):
+                conn = await self.pool.acquire()
         except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             await self.forget_connections()
             raise DatabaseUnavailable(
@@ -121,7 +141,7 @@ class Database:
         try:
             yield conn
         finally:
-            await self.pool.release(conn)
+            await self.pool.release(conn, timeout=wait)
 
     async def flavor(self, conn: asyncpg.Connection, wait: float) -> db.Flavor:
         if self._flavor is None:
@@ -184,10 +204,35 @@ def add_readings(into: Any, rows: Sequence[Sequence[Any]]) -> None:
     for sensor_id, ts_us, temperature, cpu, extra in rows:
         msg = add(sensor_id=sensor_id, temperature=temperature, cpu=cpu)
         s, rest = divmod(ts_us, 1_000_000)
-        msg.ts.seconds = s
-        msg.ts.nanos = rest * 1000
+        ts = msg.ts
+        ts.seconds = s
+        ts.nanos = rest * 1000
         if extra:
             msg.extra.update(_numeric_map(extra))
+
+
+def add_buckets(
+    into: Any,
+    rows: Sequence[Sequence[Any]],
+    columns: Sequence[tuple[queries.Field, queries.Aggregation]],
+) -> None:
+    """Append rows (sensor_id, bucket_us, n, v0, v1, ...) to a repeated Bucket field.
+
+    In place, like add_readings: half the time of building Bucket and
+    AggregateValue objects and copying them in.
+    """
+    keys = [(3 + i, v.FIELD_ENUM[f], v.AGGREGATION_ENUM[a]) for i, (f, a) in enumerate(columns)]
+    add = into.add
+    for r in rows:
+        bucket = add(sensor_id=r[0], count=r[2])
+        s, rest = divmod(r[1], 1_000_000)
+        start = bucket.bucket_start
+        start.seconds = s
+        start.nanos = rest * 1000
+        add_value = bucket.values.add
+        for i, f, a in keys:
+            # value=None leaves the optional field absent: no value in the bucket.
+            add_value(field=f, aggregation=a, value=r[i])
 
 
 def sensor(row: Sequence[Any]) -> pb.Sensor:
@@ -252,8 +297,8 @@ class QueryService(pb_grpc.QueryServiceServicer):
 
     @staticmethod
     def _observe(method: str, code: grpc.StatusCode, started: float) -> None:
-        REQUESTS.labels(method, code.name).inc()
-        LATENCY.labels(method).observe(time.perf_counter() - started)
+        requests(method, code.name).inc()
+        latency(method).observe(time.perf_counter() - started)
 
     async def _unary(
         self, method: str, context: Context, run: Callable[[], Awaitable[tuple[T, int]]]
@@ -273,7 +318,7 @@ class QueryService(pb_grpc.QueryServiceServicer):
                     extra={"method": method, "code": code.name, "detail": message},
                 )
             await context.abort(code, message)
-        ROWS.labels(method).inc(rows)
+        rows_returned(method).inc(rows)
         self._observe(method, grpc.StatusCode.OK, started)
         return response
 
@@ -379,7 +424,7 @@ class QueryService(pb_grpc.QueryServiceServicer):
                     with tracing.sql_span(tracer, f"FETCH {batch}", "FETCH"):
                         rows = await cursor.fetch(batch, timeout=self._timeout(context))
                     if rows:
-                        ROWS.labels(method).inc(len(rows))
+                        rows_returned(method).inc(len(rows))
                         chunk = pb.StreamReadingsResponse()
                         add_readings(chunk.readings, rows)
                         yield chunk
@@ -416,21 +461,9 @@ class QueryService(pb_grpc.QueryServiceServicer):
                 )
                 with tracing.sql_span(tracer, q.sql):
                     rows = await conn.fetch(q.sql, *q.args, timeout=self._timeout(context))
-            keys = [(v.FIELD_ENUM[f], v.AGGREGATION_ENUM[a]) for f, a in columns]
-            buckets = [
-                pb.Bucket(
-                    sensor_id=r[0],
-                    bucket_start=_ts(r[1]),
-                    count=r[2],
-                    # value=None leaves the optional field absent: no value in the bucket.
-                    values=[
-                        pb.AggregateValue(field=f, aggregation=a, value=r[3 + i])
-                        for i, (f, a) in enumerate(keys)
-                    ],
-                )
-                for r in rows
-            ]
-            return pb.AggregateReadingsResponse(buckets=buckets), len(buckets)
+            resp = pb.AggregateReadingsResponse()
+            add_buckets(resp.buckets, rows, columns)
+            return resp, len(rows)
 
         return await self._unary("AggregateReadings", context, run)
 
