@@ -67,7 +67,10 @@ def is_connection_error(exc: BaseException) -> bool:
         | asyncpg.AdminShutdownError
         | asyncpg.CrashShutdownError
         | asyncpg.TooManyConnectionsError
-        | asyncpg.InterfaceError,
+        | asyncpg.InterfaceError
+        # A connection left mid-protocol by the server going away ("another
+        # operation is in progress"): the session is gone, not the request bad.
+        | asyncpg.exceptions.InternalClientError,
     ) and not isinstance(exc, TimeoutError)
 
 
