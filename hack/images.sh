@@ -51,9 +51,11 @@ fi
 make_base() {
   # A CPython 3.11 Debian base for machines that can pull no image.
   command -v debootstrap >/dev/null || die "debootstrap missing (apt-get install debootstrap)"
-  local dir
-  dir="$(mktemp -d)"
-  trap 'rm -rf "$dir"' RETURN
+  # A global and an EXIT trap: a RETURN trap is not function-local in bash, it fired
+  # again when main returned, with the local gone (set -u: "dir: unbound variable").
+  BASE_TMP="$(mktemp -d)"
+  trap 'rm -rf "$BASE_TMP"' EXIT
+  local dir="$BASE_TMP"
   log "debootstrap bookworm into $dir (about a minute)"
   debootstrap --variant=minbase --include=python3,python3-venv,python3-pip,ca-certificates \
     bookworm "$dir/rootfs" "${DEBIAN_MIRROR:-http://deb.debian.org/debian}" >/dev/null
