@@ -79,8 +79,10 @@ class Writer:
         self.consumer = consumer
         self.producer = producer
         self._stopping = asyncio.Event()
-        self._abandon = False
+        # Set to give up the in-flight batch at its next retry point.
+        self._abandon = asyncio.Event()
         self._busy = asyncio.Lock()
+        self._paused = False
         self.db_ok = True
         self.assigned = False
         self.last_error = ""
@@ -94,7 +96,7 @@ class Writer:
 
     def abandon(self) -> None:
         """Give up the in-flight batch at the next retry point (nothing is committed)."""
-        self._abandon = True
+        self._abandon.set()
 
     def ready(self) -> tuple[bool, str]:
         if not self.db_ok:
@@ -104,19 +106,61 @@ class Writer:
         return True, "ok"
 
     async def run(self) -> None:
-        while not self._stopping.is_set():
-            collected = await self._collect()
-            if collected is None:
+        """Collect the next batch while the previous one is being written.
+
+        Parsing (this process's CPU) then overlaps the database's COPY (the
+        database's CPU). At most one batch is in flight and one being collected,
+        so memory stays bounded; offsets still commit in order, batch by batch.
+        """
+        inflight: asyncio.Task[None] | None = None
+        try:
+            while not self._stopping.is_set():
+                collected = await self._collect()
+                if inflight is not None:
+                    await self._await_keeping_membership(inflight)
+                    inflight = None
+                if collected is None:
+                    continue
+                # A batch collected across a rebalance is still written: rows of a
+                # partition that moved meanwhile are caught by the unique key
+                # (the ON CONFLICT fallback), so nothing doubles and nothing is lost.
+                inflight = asyncio.create_task(self._write(collected))
+            if inflight is not None:
+                await self._await_keeping_membership(inflight)
+        finally:
+            if inflight is not None and not inflight.done():
+                inflight.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Abandoned):
+                    await inflight
+
+    async def _write(self, collected: _Collected) -> None:
+        async with self._busy:
+            self._abandon.clear()
+            try:
+                await self._process(collected)
+            except Abandoned:
+                log.warning(
+                    "in-flight batch abandoned; it will be consumed again",
+                    extra={"records": collected.records},
+                )
+
+    async def _await_keeping_membership(self, task: asyncio.Task[None]) -> None:
+        """Wait for the in-flight write; while it retries, keep polling the (paused) consumer.
+
+        Polling keeps us inside max.poll.interval, so a long database outage does
+        not also cost our place in the group. Only this loop calls getmany.
+        """
+        while not task.done():
+            if not self._paused:
+                await asyncio.wait({task}, timeout=0.5)
                 continue
-            async with self._busy:
-                self._abandon = False
-                try:
-                    await self._process(collected)
-                except Abandoned:
-                    log.warning(
-                        "in-flight batch abandoned; it will be consumed again",
-                        extra={"records": collected.records},
-                    )
+            # A partition assigned during the outage is not paused yet: pause it too.
+            self.consumer.pause(*self.consumer.assignment())
+            got = await self.consumer.getmany(timeout_ms=200)
+            for tp, recs in got.items():
+                if recs:  # not ours to keep now: rewind so they are fetched again later
+                    self.consumer.seek(tp, recs[0].offset)
+        task.result()
 
     # -- batching --------------------------------------------------------
     async def _collect(self) -> _Collected | None:
@@ -325,27 +369,21 @@ class Writer:
                 if not paused:
                     self.consumer.pause(*self.consumer.assignment())
                     metrics.PAUSED.set(1)
-                    paused = True
+                    paused = self._paused = True
                 await self._wait(delay * random.uniform(0.5, 1.0))  # noqa: S311 - jitter
-                if self._abandon:
+                if self._abandon.is_set():
                     raise Abandoned
                 delay = min(delay * 2, self.s.retry_max_s)
         finally:
             if paused:
+                self._paused = False
                 self.consumer.resume(*self.consumer.assignment())
                 metrics.PAUSED.set(0)
 
     async def _wait(self, seconds: float) -> None:
-        # Poll while paused instead of sleeping: keeps us inside max.poll.interval
-        # so a long outage does not also cost our place in the group.
-        deadline = time.monotonic() + seconds
-        while (left := deadline - time.monotonic()) > 0 and not self._abandon:
-            # A partition assigned during the outage is not paused yet: pause it too.
-            self.consumer.pause(*self.consumer.assignment())
-            got = await self.consumer.getmany(timeout_ms=max(1, int(min(left, 0.5) * 1000)))
-            for tp, recs in got.items():
-                if recs:  # not ours to keep now: rewind so they are fetched again later
-                    self.consumer.seek(tp, recs[0].offset)
+        # The run loop keeps polling meanwhile (see _await_keeping_membership).
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._abandon.wait(), seconds)
 
     async def _commit_kafka(self, offsets: dict[tuple[str, int], int]) -> None:
         if not offsets:
@@ -373,7 +411,7 @@ class Writer:
         # Let the in-flight batch finish (its commit covers these partitions);
         # one stuck in database retries is abandoned instead of blocking the group.
         if self._busy.locked() and not self.db_ok:
-            self._abandon = True
+            self._abandon.set()
         async with self._busy:
             pass
         for tp in revoked:
