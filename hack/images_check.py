@@ -181,7 +181,9 @@ class Checker:
         image = self.image("writer")
         env = {"SENSORLOG_MIGRATE_DATABASE_DSN": dsn, "SENSORLOG_MIGRATE_LOG_FORMAT": "text"}
         args = [*self.run_args("migrate", image, env), "--rm", "--no-healthcheck"]
-        r = self.podman(*args, "--entrypoint=sensorlog-migrate", image, timeout=self.timeout)
+        r = self.podman(
+            *args, "--entrypoint=sensorlog-migrate", image, timeout=max(60.0, self.timeout)
+        )
         # The container's own lines, not podman's (time="..." level=...).
         out = (r.stdout + r.stderr).strip().splitlines()
         tail = [line for line in out if not line.startswith("time=")]
@@ -306,6 +308,8 @@ def main() -> int:
     def on_term(signum: int, _frame: object) -> None:
         # The shell wrapper (and `timeout`) stop the driver with SIGTERM: unwind
         # through the finally-block so containers and servers go away too.
+        # Once: a second signal must not cut the cleanup short.
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         raise KeyboardInterrupt(f"signal {signum}")
 
     signal.signal(signal.SIGTERM, on_term)
@@ -326,10 +330,17 @@ def main() -> int:
         cp.start()
         say(f"images-check: PostgreSQL {pg.dsn}, Kafka {kafka.bootstrap}")
         say(f"images-check: kube-apiserver {cp.server}")
-        checker.migrate(pg.dsn)
-        checker.writer(pg.dsn, kafka.bootstrap)
-        checker.query(pg.dsn)
-        checker.operator(cp, work)
+        checks: list[tuple[str, Callable[[], None]]] = [
+            ("migrate", lambda: checker.migrate(pg.dsn)),
+            ("writer", lambda: checker.writer(pg.dsn, kafka.bootstrap)),
+            ("query", lambda: checker.query(pg.dsn)),
+            ("operator", lambda: checker.operator(cp, work)),
+        ]
+        for name, check in checks:
+            try:
+                check()
+            except Exception as exc:  # one image's failure must not hide the others'
+                checker.record(name, False, f"{type(exc).__name__}: {exc}")
     except Exception as exc:  # reported as a failed check; cleanup follows
         checker.record("driver", False, f"{type(exc).__name__}: {exc}")
     finally:

@@ -45,16 +45,30 @@ fail() { results+=("FAIL  $1"); printf 'FAIL  %s\n' "$1"; failed=1; }
 log() { printf 'images-check: %s\n' "$*" >&2; }
 podman_() { podman --runtime "$PODMAN_RUNTIME" "$@"; }
 
-driver_pid=""
+# Long steps run under `timeout` in the background and are waited for, so a signal
+# reaches the traps at once. `timeout` leads its own process group and passes a
+# SIGTERM on to it (images.sh and podman build; the driver, whose finally-block then
+# removes its containers and stops its servers).
+bg_pid=""
+tail_pid=""
+bounded() { # SECONDS LOG COMMAND...: run COMMAND with a deadline, output to LOG; its status
+  local secs="$1" out="$2" rc=0
+  shift 2
+  timeout --signal=TERM --kill-after=60 "$secs" "$@" >"$out" 2>&1 &
+  bg_pid=$!
+  wait "$bg_pid" || rc=$?
+  bg_pid=""
+  return "$rc"
+}
 cleanup() {
   local rc=$?
   trap - EXIT INT TERM
-  if [ -n "$driver_pid" ] && kill -0 "$driver_pid" 2>/dev/null; then
-    # SIGTERM: the driver's finally-block removes its containers and stops its servers.
-    kill -TERM "$driver_pid" 2>/dev/null || true
-    for _ in $(seq 1 60); do kill -0 "$driver_pid" 2>/dev/null || break; sleep 1; done
-    kill -KILL "$driver_pid" 2>/dev/null || true
+  if [ -n "$bg_pid" ] && kill -0 "$bg_pid" 2>/dev/null; then
+    log "stopping the running step (pid $bg_pid)"
+    kill -TERM "$bg_pid" 2>/dev/null || true
+    for _ in $(seq 1 90); do kill -0 "$bg_pid" 2>/dev/null || break; sleep 1; done
   fi
+  [ -z "$tail_pid" ] || kill "$tail_pid" 2>/dev/null || true
   if command -v podman >/dev/null; then
     local ids
     ids="$(podman_ ps -aq --filter "label=sensorlog.images-check=$RUN_ID" 2>/dev/null || true)"
@@ -82,9 +96,10 @@ if [ ${#need[@]} -gt 0 ]; then
     exit 1
   fi
   log "apt-get install ${need[*]}"
-  if timeout 600 apt-get install -y -q --no-install-recommends "${need[@]}" iptables >"$LOGDIR/apt.log" 2>&1 \
-    || { timeout 300 apt-get update -q >>"$LOGDIR/apt.log" 2>&1 \
-      && timeout 600 apt-get install -y -q --no-install-recommends "${need[@]}" iptables >>"$LOGDIR/apt.log" 2>&1; }; then
+  install=(apt-get install -y -q --no-install-recommends "${need[@]}" iptables)
+  if bounded 600 "$LOGDIR/apt.log" "${install[@]}" \
+    || { bounded 300 "$LOGDIR/apt-update.log" apt-get update -q \
+      && bounded 600 "$LOGDIR/apt.log" "${install[@]}"; }; then
     pass "tools: installed ${need[*]}"
   else
     tail -20 "$LOGDIR/apt.log" >&2
@@ -105,7 +120,7 @@ if podman_ image exists "$BASE_IMAGE"; then
   pass "base: $BASE_IMAGE in local storage ($(base_origin))"
 else
   log "no $BASE_IMAGE: hack/images.sh --base (debootstrap, about a minute)"
-  if timeout 900 hack/images.sh --base >"$LOGDIR/base.log" 2>&1 && podman_ image exists "$BASE_IMAGE"; then
+  if bounded 900 "$LOGDIR/base.log" hack/images.sh --base && podman_ image exists "$BASE_IMAGE"; then
     pass "base: $BASE_IMAGE made with debootstrap ($(base_origin))"
   else
     tail -20 "$LOGDIR/base.log" >&2
@@ -120,7 +135,7 @@ if [ -n "${SKIP_BUILD:-}" ]; then
 else
   for n in "${IMAGES[@]}"; do
     started=$SECONDS
-    if timeout "$BUILD_TIMEOUT" hack/images.sh "$n" >"$LOGDIR/build-$n.log" 2>&1; then
+    if bounded "$BUILD_TIMEOUT" "$LOGDIR/build-$n.log" hack/images.sh "$n"; then
       pass "build: ${REPO_PREFIX}$n:$TAG in $((SECONDS - started)) s"
     else
       tail -25 "$LOGDIR/build-$n.log" >&2
@@ -135,17 +150,18 @@ done
 # (4) run every image against real servers on 127.0.0.1 ---------------------------------
 keep=()
 [ -n "${KEEP:-}" ] && keep=(--keep)
-timeout --signal=TERM --kill-after=60 "$CHECK_TIMEOUT" \
+: >"$LOGDIR/driver.log"
+# Show the driver's lines as they come (stops by itself when this shell exits).
+tail -n +1 -s 0.2 -f "$LOGDIR/driver.log" > >(grep --line-buffered -E '^(PASS|FAIL|images-check:)') &
+tail_pid=$!
+driver_rc=0
+bounded "$CHECK_TIMEOUT" "$LOGDIR/driver.log" \
   "$PY" hack/images_check.py --engine podman --runtime "$PODMAN_RUNTIME" \
   --repo-prefix "$REPO_PREFIX" --tag "$TAG" --run-id "$RUN_ID" --timeout "$READY_TIMEOUT" \
-  "${keep[@]}" >"$LOGDIR/driver.log" 2>&1 &
-driver_pid=$!
-tail -n +1 --pid="$driver_pid" -f "$LOGDIR/driver.log" | grep -E '^(PASS|FAIL|images-check:)' || true
-set +e
-wait "$driver_pid"
-driver_rc=$?
-set -e
-driver_pid=""
+  "${keep[@]}" || driver_rc=$?
+sleep 1 # let tail show the last lines
+kill "$tail_pid" 2>/dev/null || true
+tail_pid=""
 while IFS= read -r line; do results+=("$line"); done < <(grep -E '^(PASS|FAIL)' "$LOGDIR/driver.log")
 if [ "$driver_rc" -ne 0 ]; then
   failed=1
