@@ -91,6 +91,10 @@ helm-verify: tools ## Lint, render and validate the chart (helm 3 and 4, k8s 1.2
 images: ## Build the query, writer and operator images (TAG=..., ENGINE=podman|docker, KIND_CLUSTER=sensorlog to load).
 	hack/images.sh
 
+.PHONY: images-check
+images-check: tools ## Build the images and prove each runs non-root, read-only, healthy on 127.0.0.1 (needs root + podman).
+	hack/images_check.sh
+
 .PHONY: kind-up
 kind-up: ## Create (or reuse) the kind cluster "sensorlog".
 	kind get clusters | grep -qx sensorlog || kind create cluster --config kind-config.yaml --wait 180s
