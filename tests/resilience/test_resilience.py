@@ -9,7 +9,6 @@ and time. The database DSN carries a password; no log line may contain it.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import random
 import time
@@ -27,7 +26,7 @@ from sensorlog.v1 import query_pb2, query_pb2_grpc
 from sensorlog_core import db
 from sensorlog_core.migrate import migrate
 from sensorlog_stack.kafka import Kafka, create_topics
-from sensorlog_stack.pipeline import Load, Topics, produce, writer_env
+from sensorlog_stack.pipeline import Load, Topics, produce, stored, wait_for_rows, writer_env
 from sensorlog_stack.postgres import Postgres
 from sensorlog_stack.services import QueryProcess, WriterProcess
 
@@ -126,38 +125,19 @@ async def produce_steadily(bootstrap: str, topic: str, msgs: list[bytes], second
         await asyncio.sleep(seconds / slices)
 
 
-async def table(dsn: str) -> tuple[int, int, set[tuple[int, int]]]:
-    conn = await asyncpg.connect(dsn)
-    try:
-        rows = await conn.fetch(
-            "SELECT sensor_id, extract(epoch FROM ts)::bigint AS t FROM sensor_data"
-        )
-    finally:
-        await conn.close()
-    got = {(r["sensor_id"], r["t"]) for r in rows}
-    return len(rows), len(got), got
-
-
 async def settle(dsn: str, expected: int, timeout: float) -> float:
     """Seconds until the table holds `expected` rows (or the timeout)."""
     started = time.monotonic()
-    while time.monotonic() - started < timeout:
-        with contextlib.suppress(OSError, asyncpg.PostgresError):
-            conn = await asyncpg.connect(dsn)
-            try:
-                if await conn.fetchval("SELECT count(*) FROM sensor_data") >= expected:
-                    break
-            finally:
-                await conn.close()
-        await asyncio.sleep(0.25)
+    await wait_for_rows(dsn, expected, timeout)
     return time.monotonic() - started
 
 
 async def verdict(name: str, load: Load, dsn: str, recovered: float) -> None:
     await asyncio.sleep(1)  # anything late would show up now
-    n, distinct, got = await table(dsn)
+    n, got = await stored(dsn)
     lost = len(load.expected - got)
-    duplicated = n - distinct + len(got - load.expected)
+    # Rows beyond the distinct set, and rows nobody produced.
+    duplicated = n - len(got) + len(got - load.expected)
     print(
         f"\n{name}: produced {load.count}, stored {n}, lost {lost}, "
         f"duplicated {duplicated}, recovered in {recovered:.1f} s"
