@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import subprocess
 import sys
 import time
@@ -330,10 +331,6 @@ async def test_publish_command_sends_readings_sensors_and_a_counted_load(
 
 
 def test_bad_config_exits_non_zero_naming_the_variable(tmp_path: object) -> None:
-    import os
-    import subprocess
-    import sys
-
     env = dict(os.environ, SENSORLOG_WRITER_BATCH_MAX_RECORDS="0")
     r = subprocess.run(
         [sys.executable, "-m", "sensorlog_writer"],
