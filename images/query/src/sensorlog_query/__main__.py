@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
+
+import uvloop
 
 from sensorlog_core import consul
 from sensorlog_core.logs import setup_logging
@@ -40,7 +41,7 @@ def main() -> None:
     setup_logging(settings.log_level, settings.log_format)
     tracing = setup_tracing(settings, PROGRAM, PROGRAM)
     try:
-        asyncio.run(serve(settings))
+        uvloop.run(serve(settings))
     finally:
         if tracing is not None:
             tracing.shutdown()
