@@ -10,11 +10,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import timedelta
 
+from sensorlog_core import caggs
 from sensorlog_operator import constants as c
 from sensorlog_operator import duration, sql
 from sensorlog_operator.spec import Compression, ContinuousAggregate, HypertableSpec
 
 TIME_TYPES = frozenset({"timestamp with time zone", "timestamp without time zone", "date"})
+# PostgreSQL silently truncates longer identifiers (NAMEDATALEN - 1).
+MAX_IDENTIFIER_BYTES = 63
 
 
 class ImpossibleSpec(Exception):
@@ -124,6 +127,7 @@ def check(spec: HypertableSpec, obs: Observed, owner: str) -> None:
         ]
     for cagg in spec.continuous_aggregates:
         path = f"spec.continuousAggregates[{cagg.name}]"
+        _check_view_columns(spec, cagg)
         wanted += [(col, f"{path}.groupBy") for col in cagg.group_by]
         wanted += [(agg.column, f"{path}.aggregations") for agg in cagg.aggregations]
         if cagg.name in obs.other_relations:
@@ -271,19 +275,92 @@ def _compression(spec: HypertableSpec, obs: Observed, table: str) -> list[Action
     return actions
 
 
-_FIRST_LAST = frozenset({"first", "last"})
+@dataclass(frozen=True)
+class ViewColumn:
+    """One column of a continuous aggregate the operator creates."""
+
+    name: str
+    expression: str  # SQL, in the view's SELECT list
+    tag: str  # its column comment: what the query service reads (sensorlog_core.caggs)
+    field: str | None  # the spec field it comes from, for messages; None: every view has it
+    what: str  # how a message names it
+
+
+def cagg_columns(spec: HypertableSpec, cagg: ContinuousAggregate) -> list[ViewColumn]:
+    """The view's columns in order: bucket, groupBy columns, readings, aggregates."""
+    path = f"spec.continuousAggregates[{cagg.name}]"
+    time = sql.ident(spec.time_column)
+    cols = [
+        ViewColumn(
+            caggs.BUCKET,
+            f"time_bucket({sql.interval(cagg.bucket)}, {time})",
+            caggs.tag(caggs.BUCKET),
+            None,
+            "the time_bucket column",
+        )
+    ]
+    cols += [
+        ViewColumn(g, sql.ident(g), caggs.tag("group", g), f"{path}.groupBy", f"groupBy {g}")
+        for g in cagg.group_by
+    ]
+    cols.append(
+        ViewColumn(
+            caggs.ROWS_COLUMN,
+            caggs.expression("count", caggs.ALL_ROWS, time),
+            caggs.tag("count", caggs.ALL_ROWS),
+            None,
+            "the count(*) column",
+        )
+    )
+    asked = {(fn, agg.column) for agg in cagg.aggregations for fn in agg.functions}
+    added: set[tuple[str, str]] = set()
+    for agg in cagg.aggregations:
+        field = f"{path}.aggregations[{agg.column}]"
+        stored: list[tuple[str, str, str]] = [
+            (fn, agg.column, f"{fn} of {agg.column}") for fn in agg.functions
+        ]
+        # What the query service needs to combine buckets (avg also needs count).
+        for fn in agg.functions:
+            for need in caggs.needed(fn, agg.column):
+                if need not in asked and need not in added:
+                    added.add(need)
+                    stored.append((*need, f"{need[0]} of {need[1]}, added for {fn}"))
+        cols += [
+            ViewColumn(
+                f"{fn}_{col}",
+                caggs.expression(fn, sql.ident(col), time),
+                caggs.tag(fn, col),
+                field,
+                what,
+            )
+            for fn, col, what in stored
+        ]
+    return cols
+
+
+def _check_view_columns(spec: HypertableSpec, cagg: ContinuousAggregate) -> None:
+    view = f"{spec.schema_}.{cagg.name}"
+    names: dict[str, ViewColumn] = {}
+    for col in cagg_columns(spec, cagg):
+        if len(col.name.encode()) > MAX_IDENTIFIER_BYTES:
+            raise ImpossibleSpec(
+                f"{col.field}: view {view} would get a column {col.name!r} ({col.what}), longer "
+                f"than PostgreSQL's {MAX_IDENTIFIER_BYTES} bytes: aggregate a column with a "
+                "shorter name"
+            )
+        first = names.setdefault(col.name, col)
+        if first is not col:
+            raise ImpossibleSpec(
+                f"{col.field or first.field}: view {view} would get two columns named "
+                f"{col.name!r} ({first.what} and {col.what}); its columns are bucket, the "
+                f"groupBy columns, {caggs.ROWS_COLUMN} and <function>_<column> per aggregation: "
+                "group by or aggregate other columns"
+            )
 
 
 def cagg_query(spec: HypertableSpec, cagg: ContinuousAggregate) -> str:
-    cols = [f"time_bucket({sql.interval(cagg.bucket)}, {sql.ident(spec.time_column)}) AS bucket"]
-    cols += [sql.ident(g) for g in cagg.group_by]
-    for agg in cagg.aggregations:
-        for fn in agg.functions:
-            args = sql.ident(agg.column)
-            if fn in _FIRST_LAST:  # TimescaleDB's first/last take the ordering column too
-                args += f", {sql.ident(spec.time_column)}"
-            cols.append(f"{fn}({args}) AS {sql.ident(f'{fn}_{agg.column}')}")
-    group = ", ".join(["bucket", *(sql.ident(g) for g in cagg.group_by)])
+    cols = [f"{col.expression} AS {sql.ident(col.name)}" for col in cagg_columns(spec, cagg)]
+    group = ", ".join([caggs.BUCKET, *(sql.ident(g) for g in cagg.group_by)])
     return (
         f"SELECT {', '.join(cols)} FROM {sql.qualified(spec.schema_, spec.table)} GROUP BY {group}"
     )
@@ -306,7 +383,14 @@ def _caggs(spec: HypertableSpec, obs: Observed, owner: str) -> list[Action]:
                     f"(bucket {duration.render(cagg.bucket)})",
                     f"CREATE MATERIALIZED VIEW {view} WITH (timescaledb.continuous) AS "
                     f"{cagg_query(spec, cagg)} WITH NO DATA",
-                    then=(f"COMMENT ON VIEW {view} IS {sql.literal(comment)}",),
+                    then=(
+                        f"COMMENT ON VIEW {view} IS {sql.literal(comment)}",
+                        *(
+                            f"COMMENT ON COLUMN {view}.{sql.ident(col.name)} "
+                            f"IS {sql.literal(col.tag)}"
+                            for col in cagg_columns(spec, cagg)
+                        ),
+                    ),
                 )
             )
         want = cagg.refresh

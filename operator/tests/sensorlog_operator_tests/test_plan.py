@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from sensorlog_core import caggs
 from sensorlog_operator import duration
 from sensorlog_operator.reconcile import (
     ImpossibleSpec,
@@ -24,6 +25,7 @@ COLUMNS = {
     "ts": "timestamp with time zone",
     "sensor_id": "bigint",
     "temperature": "double precision",
+    "cpu": "double precision",
 }
 
 
@@ -126,8 +128,87 @@ def test_a_fresh_table_gets_everything_in_order() -> None:
     assert "compress_orderby = 'ts DESC'" in actions[1].sql
     assert "add_retention_policy" in actions[3].sql and "'30 days'" in actions[3].sql
     view = actions[4]
-    assert 'last("temperature", "ts") AS "last_temperature"' in view.sql
-    assert "WITH NO DATA" in view.sql and view.then[0].startswith("COMMENT ON VIEW")
+    assert "WITH NO DATA" in view.sql
+    assert view.then[0] == (
+        """COMMENT ON VIEW "public"."sensor_data_hourly" IS """
+        "'managed by sensorlog-operator: Hypertable default/readings'"
+    )
+
+
+def test_a_view_stores_what_the_query_service_combines_and_tags_every_column() -> None:
+    aggregations = [
+        {"column": "temperature", "functions": ["avg", "first", "last"]},
+        {"column": "cpu", "functions": ["count", "avg"]},
+    ]
+    s = spec(continuousAggregates=[{**CAGG, "aggregations": aggregations}])
+    obs = Observed(extension=True, table_exists=True, columns=COLUMNS, is_hypertable=True)
+    view = next(a for a in plan(s, obs, OWNER) if a.policy == "cagg/sensor_data_hourly")
+    assert view.sql == (
+        'CREATE MATERIALIZED VIEW "public"."sensor_data_hourly" WITH (timescaledb.continuous) AS '
+        'SELECT time_bucket(INTERVAL \'1 hours\', "ts") AS "bucket", '
+        '"sensor_id" AS "sensor_id", count(*) AS "readings", '
+        'avg("temperature") AS "avg_temperature", '
+        'first("temperature", "ts") FILTER (WHERE "temperature" IS NOT NULL) '
+        'AS "first_temperature", '
+        'last("temperature", "ts") FILTER (WHERE "temperature" IS NOT NULL) '
+        'AS "last_temperature", '
+        'count("temperature") AS "count_temperature", '
+        'count("cpu") AS "count_cpu", avg("cpu") AS "avg_cpu" '
+        'FROM "public"."sensor_data" GROUP BY bucket, "sensor_id" WITH NO DATA'
+    )
+    prefix = 'COMMENT ON COLUMN "public"."sensor_data_hourly".'
+    tags: dict[str, tuple[str, str | None] | None] = {}
+    for statement in view.then[1:]:
+        assert statement.startswith(prefix)
+        column, _, comment = statement.removeprefix(prefix).partition(" IS ")
+        tags[column] = caggs.parse_tag(comment.strip("'"))
+    assert tags == {
+        '"bucket"': ("bucket", None),
+        '"sensor_id"': ("group", "sensor_id"),
+        '"readings"': ("count", "*"),
+        '"avg_temperature"': ("avg", "temperature"),
+        '"first_temperature"': ("first", "temperature"),
+        '"last_temperature"': ("last", "temperature"),
+        '"count_temperature"': ("count", "temperature"),
+        '"count_cpu"': ("count", "cpu"),
+        '"avg_cpu"': ("avg", "cpu"),
+    }
+
+
+@pytest.mark.parametrize(
+    "group_by, aggregations, message",
+    [
+        (["bucket"], None, r"\]\.groupBy: .* two columns named 'bucket' \(the time_bucket"),
+        (
+            ["readings"],
+            None,
+            r"\]\.groupBy: .* two columns named 'readings' \(groupBy readings and",
+        ),
+        (["avg_temperature"], None, r"\]\.aggregations\[temperature\]: .* 'avg_temperature'"),
+        (
+            ["count_temperature"],
+            None,
+            r"\]\.aggregations\[temperature\]: .* 'count_temperature' "
+            r"\(groupBy count_temperature and count of temperature, added for avg\)",
+        ),
+        (
+            ["sensor_id"],
+            [{"column": "t" * 58, "functions": ["stddev"]}],
+            r"\]\.aggregations\[t+\]: .*'stddev_t+' .*longer than PostgreSQL's 63 bytes",
+        ),
+    ],
+    ids=["bucket", "readings", "aggregate-name", "added-count", "too-long"],
+)
+def test_view_columns_that_would_clash_are_refused(
+    group_by: list[str], aggregations: list[dict[str, Any]] | None, message: str
+) -> None:
+    cagg = {**CAGG, "groupBy": group_by, "aggregations": aggregations or CAGG["aggregations"]}
+    columns = {**COLUMNS, **{c: "bigint" for c in group_by}, "t" * 58: "double precision"}
+    obs = Observed(extension=True, table_exists=True, columns=columns)
+    with pytest.raises(
+        ImpossibleSpec, match=r"spec\.continuousAggregates\[sensor_data_hourly" + message
+    ):
+        plan(spec(continuousAggregates=[cagg]), obs, OWNER)
 
 
 def test_matching_database_plans_nothing() -> None:
