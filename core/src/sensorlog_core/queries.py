@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from sensorlog_core import caggs
 from sensorlog_core.db import Flavor
 
 CURSOR_VERSION = 1
@@ -235,15 +236,22 @@ def latest_readings(
 # --------------------------------------------------------------------------- aggregates
 
 
+def _first_or_last(agg: Aggregation, value: str, order: str) -> str:
+    """The first (or last) non-null ``value`` by ``order``.
+
+    Portable first()/last(): TimescaleDB's first() is not in plain
+    PostgreSQL, and it would return NULL for a reading without the field.
+    """
+    d = "ASC" if agg is Aggregation.FIRST else "DESC"
+    return f"(array_agg({value} ORDER BY {order} {d}) FILTER (WHERE {value} IS NOT NULL))[1]"
+
+
 def _agg_expr(field: Field, agg: Aggregation) -> str:
     col = field.value
     if agg is Aggregation.COUNT:
         return f"count({col})::float8"
     if agg in (Aggregation.FIRST, Aggregation.LAST):
-        # Portable first()/last(): TimescaleDB's first() is not in plain
-        # PostgreSQL, and it would return NULL for a reading without the field.
-        d = "ASC" if agg is Aggregation.FIRST else "DESC"
-        return f"(array_agg({col} ORDER BY ts {d}) FILTER (WHERE {col} IS NOT NULL))[1]"
+        return _first_or_last(agg, col, "ts")
     return f"{agg.value}({col})::float8"
 
 
@@ -256,6 +264,17 @@ def bucket_count(start_us: int, end_us: int, width_us: int) -> int:
     return -((first_bucket_us(start_us, width_us) - end_us) // width_us)
 
 
+def _interval(p: _Params, width_us: int) -> str:
+    hours, rest_us = divmod(width_us, 3_600_000_000)
+    # Built from integers so the interval is pure microseconds: a timedelta
+    # would carry a "days" part, which generate_series adds in local time.
+    return f"make_interval(hours => {p(hours)}::int, secs => {p(rest_us / 1e6)}::float8)"
+
+
+def _ident(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
 def aggregate_readings(
     flavor: Flavor,
     sensor_ids: Sequence[int] | None,
@@ -264,25 +283,28 @@ def aggregate_readings(
     width_us: int,
     columns: Sequence[tuple[Field, Aggregation]],
     fill_gaps: bool,
+    view: caggs.Plan | None = None,
 ) -> Query:
     """Rows (sensor_id, bucket_us, n, v0, v1, ...) ordered by sensor id, bucket.
 
     ``v<i>`` is ``columns[i]`` applied to the bucket, NULL when no reading in
-    it had a value for the field.
+    it had a value for the field. With ``view`` (TimescaleDB only), buckets in
+    the plan's span come from that continuous aggregate while the statement
+    finds them materialised and up to date, and from raw rows otherwise.
     """
     p = _Params()
-    where = _range(p, start_us, end_us, sensor_ids)
-    hours, rest_us = divmod(width_us, 3_600_000_000)
-    # Built from integers so the interval is pure microseconds: a timedelta
-    # would carry a "days" part, which generate_series adds in local time.
-    width = f"make_interval(hours => {p(hours)}::int, secs => {p(rest_us / 1e6)}::float8)"
+    width = _interval(p, width_us)
     fn = "time_bucket" if flavor is Flavor.TIMESCALEDB else "date_bin"
-    values = [f"{_agg_expr(f, a)} AS v{i}" for i, (f, a) in enumerate(columns)]
-    agg_sql = (
-        f"SELECT sensor_id, {fn}({width}, ts, {_ORIGIN}) AS bucket, count(*) AS n"
-        + "".join(", " + v for v in values)
-        + f" FROM sensor_data WHERE {' AND '.join(where)} GROUP BY 1, 2"
-    )
+    if view is None:
+        where = _range(p, start_us, end_us, sensor_ids)
+        values = [f"{_agg_expr(f, a)} AS v{i}" for i, (f, a) in enumerate(columns)]
+        agg_sql = (
+            f"SELECT sensor_id, {fn}({width}, ts, {_ORIGIN}) AS bucket, count(*) AS n"
+            + "".join(", " + v for v in values)
+            + f" FROM sensor_data WHERE {' AND '.join(where)} GROUP BY 1, 2"
+        )
+    else:
+        agg_sql = _rollup(p, view, sensor_ids, start_us, end_us, width, columns)
     names = "".join(f", a.v{i}" for i in range(len(columns)))
     if not fill_gaps:
         sql = (
@@ -290,11 +312,12 @@ def aggregate_readings(
             f" FROM ({agg_sql}) a ORDER BY a.sensor_id, a.bucket"
         )
         return Query(sql, tuple(p.args))
-    # The range params are $1/$2 (see _range); the grid covers every bucket
-    # overlapping [start, end) for every sensor that has data in the range.
+    # The grid covers every bucket overlapping [start, end) for every sensor
+    # that has data in the range.
+    lo, hi = p(to_datetime(start_us)), p(to_datetime(end_us))
     grid = (
-        f"generate_series({fn}({width}, $1::timestamptz, {_ORIGIN}),"
-        f" $2::timestamptz - interval '1 microsecond', {width})"
+        f"generate_series({fn}({width}, {lo}::timestamptz, {_ORIGIN}),"
+        f" {hi}::timestamptz - interval '1 microsecond', {width})"
     )
     # An empty bucket counts 0 readings; every other function has no value.
     filled = "".join(
@@ -309,6 +332,77 @@ def aggregate_readings(
         " ORDER BY s.sensor_id, g.bucket"
     )
     return Query(sql, tuple(p.args))
+
+
+def _rollup(
+    p: _Params,
+    plan: caggs.Plan,
+    sensor_ids: Sequence[int] | None,
+    start_us: int,
+    end_us: int,
+    width: str,
+    columns: Sequence[tuple[Field, Aggregation]],
+) -> str:
+    """Requested buckets rolled up from the view's buckets and raw rows cut to the same grid.
+
+    Each source yields rows (sensor_id, bucket, n, s0, s1, ...) on the view's
+    grid, ``s<j>`` being the stored aggregate ``states[j]``; the view's bucket
+    divides the requested one, so each such row lies in one requested bucket.
+    Raw rows cover [start, lo) and [hi, end), and [lo, hi) too when the guard
+    finds the view stale there (then its branch returns nothing).
+    """
+    view = plan.view
+    states = list(dict.fromkeys(n for f, a in columns for n in caggs.needed(a.value, f.value)))
+    fine = _interval(p, view.width_us)
+    mat, raw = p(view.mat_id), p(view.raw_id)
+    lo_us, hi_us = p(plan.lo_us), p(plan.hi_us)
+    lo, hi = p(to_datetime(plan.lo_us)), p(to_datetime(plan.hi_us))
+    ids = p(list(sensor_ids)) if sensor_ids else None
+    ok = f"({caggs.guard(f'{mat}::int', f'{raw}::int', f'{lo_us}::bigint', f'{hi_us}::bigint')})"
+
+    b, sid = _ident(view.bucket_column), _ident(view.sensor_column)
+    stored = "".join(f", {_ident(view.columns[s])}::float8 AS s{j}" for j, s in enumerate(states))
+    sensor_cond = f" AND {sid} = ANY({ids}::bigint[])" if ids else ""
+    branches = [
+        f"SELECT {sid} AS sensor_id, {b} AS bucket, {_ident(view.rows_column)}::bigint AS n{stored}"
+        f" FROM {_ident(view.schema)}.{_ident(view.name)}"
+        f" WHERE {b} >= {lo} AND {b} < {hi}{sensor_cond} AND (SELECT ok FROM g)"
+    ]
+    # Each stored aggregate computed from raw rows, the same way the view computes it.
+    raw_states = "".join(
+        f", {_agg_expr(Field(f), Aggregation(a))} AS s{j}" for j, (a, f) in enumerate(states)
+    )
+    raw_cond = f" AND sensor_id = ANY({ids}::bigint[])" if ids else ""
+    start, end = p(to_datetime(start_us)), p(to_datetime(end_us))
+    for a, z, extra in ((start, lo, ""), (hi, end, ""), (lo, hi, " AND NOT (SELECT ok FROM g)")):
+        branches.append(
+            f"SELECT sensor_id, time_bucket({fine}, ts, {_ORIGIN}) AS bucket, count(*) AS n"
+            f"{raw_states} FROM sensor_data"
+            f" WHERE ts >= {a} AND ts < {z}{raw_cond}{extra} GROUP BY 1, 2"
+        )
+    index = {s: j for j, s in enumerate(states)}
+    values = "".join(
+        f", {_final_expr(a, index, f.value)} AS v{i}" for i, (f, a) in enumerate(columns)
+    )
+    return (
+        f"WITH g AS (SELECT {ok} AS ok), f AS ({' UNION ALL '.join(branches)})"
+        f" SELECT sensor_id, time_bucket({width}, bucket, {_ORIGIN}) AS bucket,"
+        f" sum(n)::bigint AS n{values} FROM f GROUP BY 1, 2"
+    )
+
+
+def _final_expr(agg: Aggregation, index: dict[tuple[str, str], int], field: str) -> str:
+    """``agg`` of one requested bucket from the stored aggregates of its parts."""
+    s = f"s{index[(agg.value, field)]}"
+    if agg is Aggregation.AVG:
+        n = f"s{index[('count', field)]}"
+        # One part: its own average, exactly; several: weighted by their counts.
+        return f"CASE WHEN count(*) = 1 THEN min({s}) ELSE sum({s} * {n}) / nullif(sum({n}), 0) END"
+    if agg is Aggregation.COUNT:
+        return f"sum({s})"
+    if agg in (Aggregation.FIRST, Aggregation.LAST):
+        return _first_or_last(agg, s, "bucket")
+    return f"{agg.value}({s})"
 
 
 # --------------------------------------------------------------------------- health

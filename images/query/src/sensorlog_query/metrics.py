@@ -27,6 +27,13 @@ ROWS = Counter(
     "Rows (sensors, readings or buckets) sent to clients, by method.",
     ["method"],
 )
+AGGREGATE_SOURCE = Counter(
+    "sensorlog_query_aggregate_plans",
+    "AggregateReadings statements run, by source: raw rows only, or a continuous aggregate "
+    "for its materialised buckets (raw rows for the rest, and for all when the statement "
+    "finds the view stale).",
+    ["source"],
+)
 DB_UP = Gauge("sensorlog_query_database_up", "1 while the health probe reaches the database.")
 
 # The children of the labelled metrics, bound on first use and then reused:
@@ -35,6 +42,7 @@ DB_UP = Gauge("sensorlog_query_database_up", "1 while the health probe reaches t
 requests = functools.cache(REQUESTS.labels)
 latency = functools.cache(LATENCY.labels)
 rows_returned = functools.cache(ROWS.labels)
+aggregate_source = functools.cache(AGGREGATE_SOURCE.labels)
 
 
 class MetricsServer:

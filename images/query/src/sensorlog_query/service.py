@@ -33,10 +33,11 @@ from opentelemetry import trace
 
 from sensorlog.v1 import query_pb2 as pb
 from sensorlog.v1 import query_pb2_grpc as pb_grpc
-from sensorlog_core import db, queries, tracing
+from sensorlog_core import caggs, db, queries, tracing
 from sensorlog_query import validation as v
-from sensorlog_query.metrics import latency, requests, rows_returned
+from sensorlog_query.metrics import aggregate_source, latency, requests, rows_returned
 from sensorlog_query.settings import QuerySettings
+from sensorlog_query.views import ViewCatalog
 
 log = logging.getLogger(__name__)
 tracer = trace.get_tracer("sensorlog.query")
@@ -93,6 +94,7 @@ class Database:
         self.pool: asyncpg.Pool | None = None
         self._flavor: db.Flavor | None = None
         self._refusal: str | None = None
+        self.views = ViewCatalog()
 
     async def open(self) -> None:
         s = self.settings
@@ -467,16 +469,52 @@ class QueryService(pb_grpc.QueryServiceServicer):
             v.check_buckets(start, end, width, s.max_buckets)
             async with self.db.connection(self._timeout(context)) as conn:
                 flavor = await self.db.flavor(conn, self._timeout(context))
-                q = queries.aggregate_readings(
-                    flavor, ids, start, end, width, columns, request.fill_gaps
-                )
-                with tracing.sql_span(tracer, q.sql):
-                    rows = await conn.fetch(q.sql, *q.args, timeout=self._timeout(context))
+                plan = None
+                if flavor is db.Flavor.TIMESCALEDB and s.continuous_aggregates:
+                    available = await self.db.views.get(
+                        conn, s.continuous_aggregates_refresh, self._timeout(context)
+                    )
+                    wanted = [(a.value, f.value) for f, a in columns]
+                    plan = caggs.plan(available, start, end, width, wanted)
+                args = (ids, start, end, width, columns, request.fill_gaps)
+                rows = await self._aggregate(context, conn, flavor, plan, args)
             resp = pb.AggregateReadingsResponse()
             add_buckets(resp.buckets, rows, columns)
             return resp, len(rows)
 
         return await self._unary("AggregateReadings", context, run)
+
+    async def _aggregate(
+        self,
+        context: Context,
+        conn: asyncpg.Connection,
+        flavor: db.Flavor,
+        plan: caggs.Plan | None,
+        args: tuple[
+            Sequence[int] | None,
+            int,
+            int,
+            int,
+            Sequence[tuple[queries.Field, queries.Aggregation]],
+            bool,
+        ],
+    ) -> list[asyncpg.Record]:
+        q = queries.aggregate_readings(flavor, *args, view=plan)
+        try:
+            with tracing.sql_span(tracer, q.sql) as span:
+                if plan is not None:
+                    span.set_attribute("sensorlog.continuous_aggregate", plan.view.name)
+                rows: list[asyncpg.Record] = await conn.fetch(
+                    q.sql, *q.args, timeout=self._timeout(context)
+                )
+        except (asyncpg.UndefinedTableError, asyncpg.UndefinedColumnError):
+            if plan is None:
+                raise
+            # The view was dropped or changed since the catalog was read.
+            self.db.views.forget()
+            return await self._aggregate(context, conn, flavor, None, args)
+        aggregate_source("raw" if plan is None else "continuous_aggregate").inc()
+        return rows
 
     async def LatestReadings(
         self, request: pb.LatestReadingsRequest, context: Context

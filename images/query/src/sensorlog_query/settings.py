@@ -32,6 +32,8 @@ class QuerySettings(DatabaseSettings, ConsulSettings):
             "health_check_interval",
             "shutdown_grace",
             "stream_batch_size",
+            "continuous_aggregates",
+            "continuous_aggregates_refresh",
         }
     )
 
@@ -96,6 +98,18 @@ class QuerySettings(DatabaseSettings, ConsulSettings):
         ge=1,
         le=100000,
         description="Rows fetched per database round trip and sent per StreamReadings message.",
+    )
+    continuous_aggregates: bool = Field(
+        True,
+        description="On TimescaleDB, answer AggregateReadings from a matching continuous "
+        "aggregate (made by the operator, or tagged likewise) where it is materialised and "
+        "up to date; raw rows elsewhere. Same answers either way.",
+    )
+    continuous_aggregates_refresh: float = Field(
+        10.0,
+        gt=0,
+        description="Seconds between reads of the continuous-aggregate catalog (new views, "
+        "watermarks); freshness itself is checked by every statement.",
     )
 
     @field_validator("read_database_dsn")
