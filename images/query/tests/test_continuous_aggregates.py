@@ -55,10 +55,10 @@ def _rows() -> list[tuple[datetime, int, float | None, float | None, None]]:
 ROWS = _rows()
 
 
-def view_sql(name: str, bucket: str) -> tuple[str, list[str]]:
+def view_sql(name: str, bucket: str, origin: str = "") -> tuple[str, list[str]]:
     """CREATE MATERIALIZED VIEW and its column tags, as the operator makes them."""
     cols = [
-        (f"time_bucket(INTERVAL '{bucket}', ts) AS bucket", "bucket", caggs.tag("bucket")),
+        (f"time_bucket(INTERVAL '{bucket}', ts{origin}) AS bucket", "bucket", caggs.tag("bucket")),
         ("sensor_id", "sensor_id", caggs.tag("group", "sensor_id")),
         ("count(*) AS readings", "readings", caggs.tag("count", "*")),
     ]
@@ -261,3 +261,24 @@ async def test_switched_off_reads_raw_rows(pair: Pair, start_server: Any) -> Non
         answer(await pair.pg.stub.AggregateReadings(req)),
     )
     assert plans("continuous_aggregate") == before
+
+
+async def test_weekly_view_on_the_epoch_grid(pair: Pair) -> None:
+    create, tags = view_sql("weekly_test", "7 days", ", origin => '1970-01-01 00:00:00+00'")
+    await pair.execute(create, *tags)
+    try:
+        await pair.refresh(T0 - timedelta(days=14), T0 + timedelta(days=14), "weekly_test")
+        before = plans("continuous_aggregate")
+        req = pb.AggregateReadingsRequest(
+            start=ts(T0 - timedelta(days=14)),
+            end=ts(T0 + timedelta(days=14)),
+            bucket=dur(days=7),
+            fields=BOTH,
+            aggregations=ALL_AGGS,
+        )
+        got = await pair.compare(req)
+        # Thursdays, like 1970-01-01.
+        assert [b[1].weekday() for b in got] == [3] * len(got) and got
+        assert plans("continuous_aggregate") == before + 1
+    finally:
+        await pair.execute("DROP MATERIALIZED VIEW IF EXISTS weekly_test")

@@ -275,6 +275,9 @@ def _compression(spec: HypertableSpec, obs: Observed, table: str) -> list[Action
     return actions
 
 
+EPOCH_ORIGIN = "'1970-01-01 00:00:00+00'"
+
+
 @dataclass(frozen=True)
 class ViewColumn:
     """One column of a continuous aggregate the operator creates."""
@@ -293,7 +296,9 @@ def cagg_columns(spec: HypertableSpec, cagg: ContinuousAggregate) -> list[ViewCo
     cols = [
         ViewColumn(
             caggs.BUCKET,
-            f"time_bucket({sql.interval(cagg.bucket)}, {time})",
+            # Buckets on the Unix-epoch grid, as AggregateReadings has them
+            # (time_bucket's default origin is a Monday, 2000-01-03).
+            f"time_bucket({sql.interval(cagg.bucket)}, {time}, origin => {EPOCH_ORIGIN})",
             caggs.tag(caggs.BUCKET),
             None,
             "the time_bucket column",
@@ -383,12 +388,18 @@ def _caggs(spec: HypertableSpec, obs: Observed, owner: str) -> list[Action]:
                     f"(bucket {duration.render(cagg.bucket)})",
                     f"CREATE MATERIALIZED VIEW {view} WITH (timescaledb.continuous) AS "
                     f"{cagg_query(spec, cagg)} WITH NO DATA",
+                    # One statement text, so one transaction: a view is never
+                    # left half tagged (the query service would skip it for good).
                     then=(
-                        f"COMMENT ON VIEW {view} IS {sql.literal(comment)}",
-                        *(
-                            f"COMMENT ON COLUMN {view}.{sql.ident(col.name)} "
-                            f"IS {sql.literal(col.tag)}"
-                            for col in cagg_columns(spec, cagg)
+                        "; ".join(
+                            [
+                                f"COMMENT ON VIEW {view} IS {sql.literal(comment)}",
+                                *(
+                                    f"COMMENT ON COLUMN {view}.{sql.ident(col.name)} "
+                                    f"IS {sql.literal(col.tag)}"
+                                    for col in cagg_columns(spec, cagg)
+                                ),
+                            ]
                         ),
                     ),
                 )

@@ -129,9 +129,11 @@ def test_a_fresh_table_gets_everything_in_order() -> None:
     assert "add_retention_policy" in actions[3].sql and "'30 days'" in actions[3].sql
     view = actions[4]
     assert "WITH NO DATA" in view.sql
-    assert view.then[0] == (
+    # The owner comment and the column tags go in one statement text: one transaction.
+    assert len(view.then) == 1
+    assert view.then[0].startswith(
         """COMMENT ON VIEW "public"."sensor_data_hourly" IS """
-        "'managed by sensorlog-operator: Hypertable default/readings'"
+        "'managed by sensorlog-operator: Hypertable default/readings'; "
     )
 
 
@@ -145,7 +147,8 @@ def test_a_view_stores_what_the_query_service_combines_and_tags_every_column() -
     view = next(a for a in plan(s, obs, OWNER) if a.policy == "cagg/sensor_data_hourly")
     assert view.sql == (
         'CREATE MATERIALIZED VIEW "public"."sensor_data_hourly" WITH (timescaledb.continuous) AS '
-        'SELECT time_bucket(INTERVAL \'1 hours\', "ts") AS "bucket", '
+        "SELECT time_bucket(INTERVAL '1 hours', \"ts\", origin => '1970-01-01 00:00:00+00') "
+        'AS "bucket", '
         '"sensor_id" AS "sensor_id", count(*) AS "readings", '
         'avg("temperature") AS "avg_temperature", '
         'first("temperature", "ts") FILTER (WHERE "temperature" IS NOT NULL) '
@@ -158,7 +161,8 @@ def test_a_view_stores_what_the_query_service_combines_and_tags_every_column() -
     )
     prefix = 'COMMENT ON COLUMN "public"."sensor_data_hourly".'
     tags: dict[str, tuple[str, str | None] | None] = {}
-    for statement in view.then[1:]:
+    (statements,) = view.then
+    for statement in statements.split("; ")[1:]:
         assert statement.startswith(prefix)
         column, _, comment = statement.removeprefix(prefix).partition(" IS ")
         tags[column] = caggs.parse_tag(comment.strip("'"))
