@@ -62,6 +62,25 @@ function withoutFirst(out, type) {
 
 const typesOf = (parts) => parts.map((p) => String.fromCharCode(p[0])).join('')
 
+const SLICE_MESSAGES = 256
+const SLICE_BYTES = 32 * 1024
+
+/** Consecutive runs of at most SLICE_MESSAGES messages and (unless one is bigger) SLICE_BYTES. */
+export function* slices(parts) {
+  let slice = []
+  let bytes = 0
+  for (const p of parts) {
+    if (slice.length > 0 && (slice.length >= SLICE_MESSAGES || bytes + p.length > SLICE_BYTES)) {
+      yield slice
+      slice = []
+      bytes = 0
+    }
+    slice.push(p)
+    bytes += p.length
+  }
+  if (slice.length > 0) yield slice
+}
+
 class ProtocolError extends Error {}
 
 /** The one PGlite backend, lent to one connection at a time. */
@@ -105,11 +124,20 @@ class Session {
   }
 
   /** Runs protocol messages through the backend; returns everything it wrote. */
-  async exec(parts) {
+  async exec(parts, { sliced = true } = {}) {
     if (this.broken) throw this.broken
     try {
-      // The data dir is a real directory (NODEFS): nothing to sync per call.
-      const out = Buffer.from(await this.db.execProtocolRaw(Buffer.concat(parts), { syncToFs: false }))
+      // PGlite silently drops what follows once one call's input passes a
+      // limit (asyncpg's executemany of 3,000 rows got 2,048 inserted), so
+      // long batches go in slices; the extended protocol's state (implicit
+      // transaction, skip-to-Sync after an error) carries across calls.
+      const outs = []
+      // A COPY must reach the backend whole (see the header).
+      for (const slice of sliced ? slices(parts) : [parts]) {
+        // The data dir is a real directory (NODEFS): nothing to sync per call.
+        outs.push(Buffer.from(await this.db.execProtocolRaw(Buffer.concat(slice), { syncToFs: false })))
+      }
+      const out = outs.length === 1 ? outs[0] : Buffer.concat(outs)
       if (DEBUG) debug('exec', typesOf(parts), '->', [...backendMessages(out)].map((m) => m.type).join(''))
       return out
     } catch (err) {
@@ -259,7 +287,7 @@ class Connection {
   async run(parts, { copy = false, resetsDefaults = false } = {}) {
     await this.begin()
     if (this.closed) return
-    let out = await this.session.exec(parts)
+    let out = await this.session.exec(parts, { sliced: !copy })
     if (copy) out = withoutFirst(out, 'G') // the client had ours already
     let { status } = scan(out)
     if (!status) {

@@ -148,6 +148,30 @@ describe('pglite front', () => {
     b.close()
   })
 
+  test('a long pipelined batch runs every message (asyncpg executemany)', async () => {
+    // PGlite alone dropped what came after ~2,048 Bind/Execute pairs in one call.
+    const c = await Client.connect(server.port)
+    await c.query('CREATE TABLE batch (n int)')
+    const rows = 5000
+    const pairs = []
+    for (let i = 0; i < rows; i++) pairs.push(bind('ins'), execute)
+    c.send(parse('ins', 'INSERT INTO batch VALUES (1)'), ...pairs, SYNC)
+    const got = summarize(await c.until('Z', 60000))
+    assert.equal(got.error, null)
+    assert.equal(got.types.split('C').length - 1, rows)
+    assert.deepEqual((await c.query('SELECT count(*) FROM batch')).rows, [[String(rows)]])
+    // An error midway skips the rest up to Sync, across slices too.
+    const failing = []
+    for (let i = 0; i < rows; i++) failing.push(bind(i === 10 ? 'nope' : 'ins'), execute)
+    c.send(...failing, SYNC)
+    const failed = summarize(await c.until('Z', 60000))
+    assert.equal(failed.error.C, '26000')
+    assert.equal(failed.status, 'I')
+    assert.deepEqual((await c.query('SELECT count(*) FROM batch')).rows, [[String(rows)]])
+    await c.query('DROP TABLE batch')
+    c.close()
+  })
+
   test('another client waits while one is inside a transaction', async () => {
     const a = await Client.connect(server.port)
     const b = await Client.connect(server.port)
