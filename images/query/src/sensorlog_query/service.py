@@ -13,7 +13,8 @@ server when it passes), capped by the server's own statement timeout.
 A call costs one statement round trip and no more: no per-call SET or
 transaction (the deadline is asyncpg's ``timeout=``), no session reset when
 the connection goes back to the pool (see ``Database.open``), metric children
-bound once, and responses filled in place.
+bound once, and responses filled in place (AggregateReadings' encoded
+directly, see wire.py).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from sensorlog.v1 import query_pb2 as pb
 from sensorlog.v1 import query_pb2_grpc as pb_grpc
 from sensorlog_core import caggs, db, queries, tracing
 from sensorlog_query import validation as v
+from sensorlog_query import wire
 from sensorlog_query.metrics import aggregate_source, latency, requests, rows_returned
 from sensorlog_query.settings import QuerySettings
 from sensorlog_query.views import ViewCatalog
@@ -214,38 +216,6 @@ def add_readings(into: Any, rows: Sequence[Sequence[Any]]) -> None:
         ts.nanos = rest * 1000
         if extra:
             msg.extra.update(_numeric_map(extra))
-
-
-def add_buckets(
-    into: Any,
-    rows: Sequence[Sequence[Any]],
-    columns: Sequence[tuple[queries.Field, queries.Aggregation]],
-) -> None:
-    """Append rows (sensor_id, bucket_us, n, v0, v1, ...) to a repeated Bucket field.
-
-    In place, like add_readings, and each bucket's (field, aggregation) pairs
-    are merged from one pre-encoded template, so only the values are set one
-    by one: 0.7 ms for 240 buckets x 6 values, where building Bucket and
-    AggregateValue objects and copying them in took 1.8 ms.
-    """
-    template = pb.Bucket(
-        values=[
-            pb.AggregateValue(field=v.FIELD_ENUM[f], aggregation=v.AGGREGATION_ENUM[a])
-            for f, a in columns
-        ]
-    ).SerializeToString()
-    add = into.add
-    for r in rows:
-        bucket = add(sensor_id=r[0], count=r[2])
-        bucket.MergeFromString(template)
-        s, rest = divmod(r[1], 1_000_000)
-        start = bucket.bucket_start
-        start.seconds = s
-        start.nanos = rest * 1000
-        for value, x in zip(bucket.values, r[3:], strict=True):
-            # None leaves the optional field absent: no value in the bucket.
-            if x is not None:
-                value.value = x
 
 
 def sensor(row: Sequence[Any]) -> pb.Sensor:
@@ -478,9 +448,7 @@ class QueryService(pb_grpc.QueryServiceServicer):
                     plan = caggs.plan(available, start, end, width, wanted)
                 args = (ids, start, end, width, columns, request.fill_gaps)
                 rows = await self._aggregate(context, conn, flavor, plan, args)
-            resp = pb.AggregateReadingsResponse()
-            add_buckets(resp.buckets, rows, columns)
-            return resp, len(rows)
+            return wire.buckets(rows, columns), len(rows)
 
         return await self._unary("AggregateReadings", context, run)
 
