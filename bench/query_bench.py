@@ -15,8 +15,9 @@ from another process on 127.0.0.1 (concurrency 32):
 * StreamReadings of one day of every sensor (rows/s),
 
 then runs the very same SQL (built by sensorlog_core.queries) with asyncpg
-from the load process, and writes bench/out/query.md with the ratios.
-Every phase is bounded in time and in number of calls.
+from the load process, and writes bench/out/query.md with the ratios. The
+service and the direct SQL take turns in short rounds, so drift during the run
+falls on both alike. Every round is bounded in time and in number of calls.
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ DAYS = 10
 CONCURRENCY = 32
 IDS_PER_CALL = 10
 POOL = 16
+ROUNDS = 6
 
 
 @dataclass(frozen=True)
@@ -153,28 +155,48 @@ def _summary(name: str, lat: list[float], seconds: float, rows: int = 0) -> Resu
     return Result(name, len(lat), seconds, p(0.50), p(0.99), statistics.fmean(lat) * 1000, rows)
 
 
-async def _closed_loop(name: str, call: Any, mode: Mode) -> Result:
+async def _closed_loop(
+    call: Any, seconds: float, max_calls: int, seed: int
+) -> tuple[list[float], float]:
     """CONCURRENCY workers calling back to back until the time or call budget ends."""
     lat: list[float] = []
-    stop_at = time.perf_counter() + mode.seconds
-    budget = [mode.max_calls]
+    budget = [max_calls]
+    started = time.perf_counter()
+    stop_at = started + seconds
 
-    async def worker(seed: int) -> None:
-        rnd = random.Random(seed)
+    async def worker(rnd: random.Random) -> None:
         while time.perf_counter() < stop_at and budget[0] > 0:
             budget[0] -= 1
             t = time.perf_counter()
             await call(rnd)
             lat.append(time.perf_counter() - t)
 
-    # Warm-up (connections, prepared statements) outside the measurement.
+    await asyncio.gather(*(worker(random.Random(seed + i)) for i in range(CONCURRENCY)))
+    return lat, time.perf_counter() - started
+
+
+async def _alternating(calls: dict[str, Any], mode: Mode) -> dict[str, Result]:
+    """Each call in turn for ROUNDS short rounds, in alternating order.
+
+    Drift over the run (buffer cache, autovacuum, the other process) then falls
+    on the service and on the direct SQL alike, so their ratio is fair.
+    """
+    lat: dict[str, list[float]] = {name: [] for name in calls}
+    spent = dict.fromkeys(calls, 0.0)
     warm = random.Random(0)
-    for _ in range(CONCURRENCY):
-        await call(warm)
-    started = time.perf_counter()
-    stop_at = started + mode.seconds
-    await asyncio.gather(*(worker(i) for i in range(CONCURRENCY)))
-    return _summary(name, lat, time.perf_counter() - started)
+    for call in calls.values():
+        # Warm-up (connections, prepared statements) outside the measurement.
+        for _ in range(CONCURRENCY):
+            await call(warm)
+    for n in range(ROUNDS):
+        order = list(calls) if n % 2 == 0 else list(reversed(calls))
+        for name in order:
+            got, seconds = await _closed_loop(
+                calls[name], mode.seconds / ROUNDS, mode.max_calls // ROUNDS, seed=1000 * n
+            )
+            lat[name] += got
+            spent[name] += seconds
+    return {name: _summary(name, lat[name], spent[name]) for name in calls}
 
 
 def _ids(rnd: random.Random, mode: Mode) -> list[int]:
@@ -197,71 +219,72 @@ async def _no_reset(conn: Any) -> None:
 
 
 async def drive(target: str, dsn: str, mode: Mode) -> list[Result]:
-    results: list[Result] = []
     hour = Duration(seconds=3600)
     aggs = [pb.AGGREGATION_AVG, pb.AGGREGATION_MIN, pb.AGGREGATION_MAX]
-    async with grpc.aio.insecure_channel(target) as channel:
-        stub = pb_grpc.QueryServiceStub(channel)  # type: ignore[no-untyped-call]
-
-        async def latest(rnd: random.Random) -> None:
-            await stub.LatestReadings(pb.LatestReadingsRequest(sensor_ids=_ids(rnd, mode)))
-
-        async def aggregate(rnd: random.Random) -> None:
-            day = _day(rnd)
-            await stub.AggregateReadings(
-                pb.AggregateReadingsRequest(
-                    sensor_ids=_ids(rnd, mode),
-                    start=_ts(day),
-                    end=_ts(day + timedelta(days=1)),
-                    bucket=hour,
-                    aggregations=aggs,
-                )
-            )
-
-        results.append(await _closed_loop("LatestReadings (service)", latest, mode))
-        results.append(await _closed_loop("AggregateReadings 1 day (service)", aggregate, mode))
-
-        day = T0 + timedelta(days=2)
-        req = pb.StreamReadingsRequest(start=_ts(day), end=_ts(day + timedelta(days=1)))
-        t = time.perf_counter()
-        rows = 0
-        async for batch in stub.StreamReadings(req, timeout=300):
-            rows += len(batch.readings)
-        results.append(
-            _summary(
-                "StreamReadings 1 day (service)",
-                [time.perf_counter() - t],
-                time.perf_counter() - t,
-                rows,
-            )
-        )
-
     # Without asyncpg's per-release reset statement, like the service's pool:
     # the direct side pays for the SQL and nothing else.
     pool = await db.create_pool(
         dsn, min_size=POOL, max_size=POOL, server_settings={"timezone": "UTC"}, reset=_no_reset
     )
     try:
+        async with grpc.aio.insecure_channel(target) as channel:
+            stub = pb_grpc.QueryServiceStub(channel)  # type: ignore[no-untyped-call]
 
-        async def latest_sql(rnd: random.Random) -> None:
-            q = queries.latest_readings(_ids(rnd, mode), None, None)
-            await pool.fetch(q.sql, *q.args)
+            async def latest(rnd: random.Random) -> None:
+                await stub.LatestReadings(pb.LatestReadingsRequest(sensor_ids=_ids(rnd, mode)))
 
-        async def aggregate_sql(rnd: random.Random) -> None:
-            day = _day(rnd)
-            q = queries.aggregate_readings(
-                db.Flavor.POSTGRES,
-                sorted(_ids(rnd, mode)),
-                _us(day),
-                _us(day + timedelta(days=1)),
-                3_600_000_000,
-                AGG_COLUMNS,
-                False,
+            async def latest_sql(rnd: random.Random) -> None:
+                q = queries.latest_readings(_ids(rnd, mode), None, None)
+                await pool.fetch(q.sql, *q.args)
+
+            async def aggregate(rnd: random.Random) -> None:
+                day = _day(rnd)
+                await stub.AggregateReadings(
+                    pb.AggregateReadingsRequest(
+                        sensor_ids=_ids(rnd, mode),
+                        start=_ts(day),
+                        end=_ts(day + timedelta(days=1)),
+                        bucket=hour,
+                        aggregations=aggs,
+                    )
+                )
+
+            async def aggregate_sql(rnd: random.Random) -> None:
+                day = _day(rnd)
+                q = queries.aggregate_readings(
+                    db.Flavor.POSTGRES,
+                    sorted(_ids(rnd, mode)),
+                    _us(day),
+                    _us(day + timedelta(days=1)),
+                    3_600_000_000,
+                    AGG_COLUMNS,
+                    False,
+                )
+                await pool.fetch(q.sql, *q.args)
+
+            by = await _alternating(
+                {
+                    "LatestReadings (service)": latest,
+                    "LatestReadings (asyncpg)": latest_sql,
+                },
+                mode,
             )
-            await pool.fetch(q.sql, *q.args)
+            by |= await _alternating(
+                {
+                    "AggregateReadings 1 day (service)": aggregate,
+                    "AggregateReadings 1 day (asyncpg)": aggregate_sql,
+                },
+                mode,
+            )
 
-        results.append(await _closed_loop("LatestReadings (asyncpg)", latest_sql, mode))
-        results.append(await _closed_loop("AggregateReadings 1 day (asyncpg)", aggregate_sql, mode))
+            day = T0 + timedelta(days=2)
+            req = pb.StreamReadingsRequest(start=_ts(day), end=_ts(day + timedelta(days=1)))
+            t = time.perf_counter()
+            rows = 0
+            async for batch in stub.StreamReadings(req, timeout=300):
+                rows += len(batch.readings)
+            name = "StreamReadings 1 day (service)"
+            by[name] = _summary(name, [time.perf_counter() - t], time.perf_counter() - t, rows)
 
         q = queries.stream_readings(None, _us(day), _us(day + timedelta(days=1)), False)
         t = time.perf_counter()
@@ -270,17 +293,12 @@ async def drive(target: str, dsn: str, mode: Mode) -> list[Result]:
             cur = await conn.cursor(q.sql, *q.args)
             while batch_rows := await cur.fetch(1000):
                 rows += len(batch_rows)
-        results.append(
-            _summary(
-                "StreamReadings 1 day (asyncpg)",
-                [time.perf_counter() - t],
-                time.perf_counter() - t,
-                rows,
-            )
-        )
+        name = "StreamReadings 1 day (asyncpg)"
+        by[name] = _summary(name, [time.perf_counter() - t], time.perf_counter() - t, rows)
     finally:
         await pool.close()
-    return results
+    order = ("LatestReadings", "AggregateReadings 1 day", "StreamReadings 1 day")
+    return [by[f"{what} ({side})"] for side in ("service", "asyncpg") for what in order]
 
 
 def _drive_process(target: str, dsn: str, mode: Mode, q: Any) -> None:
@@ -299,7 +317,8 @@ def report(mode: Mode, load_s: float | None, results: list[Result]) -> str:
         f"{mode.readings:,} readings over {mode.sensors:,} sensors and {DAYS} days, PostgreSQL 15 "
         f"on 127.0.0.1 ({loaded}); server and load generator in separate "
         f"processes, concurrency {CONCURRENCY}, {IDS_PER_CALL} random sensors per call, "
-        f"{mode.seconds:g}s per phase; {os.cpu_count()} cores shared by all of them.",
+        f"{mode.seconds:g}s per call type and side, in {ROUNDS} rounds taking turns; "
+        f"{os.cpu_count()} cores shared by all of them.",
         "",
         "| what | calls | req/s | p50 ms | p99 ms | mean ms | rows/s |",
         "|---|---:|---:|---:|---:|---:|---:|",

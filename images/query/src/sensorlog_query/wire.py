@@ -41,8 +41,9 @@ def varint(n: int) -> bytes:
 _small = lru_cache(maxsize=65536)(varint)
 
 
+@lru_cache(maxsize=65536)
 def _field(tag: int, n: int) -> bytes:
-    return bytes([tag]) + _small(n) if n else b""
+    return bytes([tag]) + varint(n) if n else b""
 
 
 def _timestamp(us: int) -> bytes:
