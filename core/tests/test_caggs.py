@@ -51,6 +51,7 @@ def row(**over: Any) -> dict[str, Any]:
         "width_us": H,
         "origin_us": 946857600 * 10**6,  # 2000-01-03, a whole number of hours
         "watermark_us": 100 * H,
+        "readable": True,
         "columns": json.dumps(columns),
         "invalidations": "[]",
     }
@@ -76,6 +77,7 @@ def test_a_tagged_view_grouped_by_sensor_is_usable() -> None:
 @pytest.mark.parametrize(
     ("over", "why"),
     [
+        ({"readable": False}, "no SELECT privilege"),
         ({"fixed_width": False}, "variable width"),
         ({"timezone": "Europe/Berlin"}, "in a time zone"),
         ({"origin_us": 30 * 60 * 10**6}, "not aligned to the Unix epoch"),

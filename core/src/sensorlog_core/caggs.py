@@ -100,6 +100,8 @@ SELECT ca.mat_hypertable_id AS mat_id,
             coalesce(bf.bucket_origin::timestamptz, '2000-01-03 00:00:00+00'::timestamptz)
             + coalesce(bf.bucket_offset::interval, interval '0')) * 1000000)::bigint AS origin_us,
        _timescaledb_functions.cagg_watermark(ca.mat_hypertable_id) AS watermark_us,
+       has_table_privilege(format('%I.%I', ca.user_view_schema, ca.user_view_name), 'SELECT')
+         AS readable,
        (SELECT coalesce(json_agg(json_build_array(a.attname, col_description(a.attrelid, a.attnum))
                                  ORDER BY a.attnum), '[]')::text
           FROM pg_attribute a
@@ -172,6 +174,8 @@ def views(rows: Iterable[Mapping[str, Any]]) -> tuple[list[View], list[str]]:
 
 
 def _view(r: Mapping[str, Any]) -> tuple[str, View | None]:
+    if not r["readable"]:
+        return "this role has no SELECT privilege on it", None
     if not r["fixed_width"] or r["timezone"]:
         return "buckets of variable width or in a time zone", None
     if not str(r["bucket_func"]).startswith(("time_bucket(", "public.time_bucket(")):
