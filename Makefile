@@ -77,8 +77,12 @@ bench-query: tools ## Query service vs direct SQL -> bench/out/query.md.
 bench-pipeline: tools ## End-to-end produce-to-visible latency at 1k/5k/20k readings/s -> bench/out/pipeline.json.
 	$(PY) bench/pipeline_bench.py $(BENCH_ARGS)
 
+.PHONY: bench-cagg
+bench-cagg: tools ## AggregateReadings from a continuous aggregate vs raw rows on TimescaleDB -> bench/out/cagg.md.
+	$(PY) bench/cagg_bench.py
+
 .PHONY: bench
-bench: bench-writer bench-query bench-pipeline ## All benchmarks + bench/REPORT.md with plots (small mode; BENCH_ARGS=--full).
+bench: bench-writer bench-query bench-pipeline bench-cagg ## All benchmarks + bench/REPORT.md with plots (small mode; BENCH_ARGS=--full).
 	$(PY) bench/report.py
 
 ##@ Kubernetes

@@ -308,7 +308,14 @@ def _drive_process(target: str, dsn: str, mode: Mode, q: Any) -> None:
 # --------------------------------------------------------------------------- report
 
 
-def report(mode: Mode, load_s: float | None, results: list[Result]) -> str:
+def _overhead(results: list[Result], what: str) -> float:
+    by = {r.name: r for r in results}
+    s, d = by[f"{what} (service)"], by[f"{what} (asyncpg)"]
+    return (s.mean_ms - d.mean_ms) / d.mean_ms
+
+
+def report(mode: Mode, load_s: float | None, runs: list[list[Result]]) -> str:
+    results = runs[-1]
     by = {r.name: r for r in results}
     loaded = "reused from an earlier run" if load_s is None else f"loaded in {load_s:.0f}s"
     lines = [
@@ -319,6 +326,8 @@ def report(mode: Mode, load_s: float | None, results: list[Result]) -> str:
         f"processes, concurrency {CONCURRENCY}, {IDS_PER_CALL} random sensors per call, "
         f"{mode.seconds:g}s per call type and side, in {ROUNDS} rounds taking turns; "
         f"{os.cpu_count()} cores shared by all of them.",
+        "",
+        f"{len(runs)} run(s); the table is the last one.",
         "",
         "| what | calls | req/s | p50 ms | p99 ms | mean ms | rows/s |",
         "|---|---:|---:|---:|---:|---:|---:|",
@@ -341,6 +350,9 @@ def report(mode: Mode, load_s: float | None, results: list[Result]) -> str:
         f"- StreamReadings: {s.rows_per_second:,.0f} rows/s vs {d.rows_per_second:,.0f} rows/s "
         f"direct ({s.rows_per_second / d.rows_per_second:.2f}x)"
     )
+    for what in ("LatestReadings", "AggregateReadings 1 day"):
+        each = ", ".join(f"{_overhead(r, what) * 100:+.0f}%" for r in runs)
+        lines.append(f"- {what} mean latency overhead, every run: {each}")
     lines += [
         "",
         "Targets (issue 4): LatestReadings >= 1,000 req/s with p99 < 50 ms; streaming >= "
@@ -362,6 +374,7 @@ def main() -> None:
         "its data when an earlier run of the same mode completed the load there "
         "(for iterating on the server; remove the directory by hand)",
     )
+    parser.add_argument("--runs", type=int, default=1, help="measure this many times")
     args = parser.parse_args()
     mode = MODES["full" if args.full else "small"]
 
@@ -396,25 +409,31 @@ def main() -> None:
             grpc.channel_ready_future(ch).result(timeout=max(1, deadline - time.monotonic()))
         print("server up; driving load", flush=True)
         ctx = mp.get_context("spawn")
-        q = ctx.Queue()
-        driver = ctx.Process(target=_drive_process, args=(f"127.0.0.1:{port}", pg.dsn, mode, q))
-        driver.start()
-        results: list[Result] = q.get(timeout=mode.seconds * 4 + 600)
-        driver.join(30)
-        text = report(mode, load_s, results)
+        runs: list[list[Result]] = []
+        for _ in range(args.runs):
+            q = ctx.Queue()
+            target = f"127.0.0.1:{port}"
+            driver = ctx.Process(target=_drive_process, args=(target, pg.dsn, mode, q))
+            driver.start()
+            runs.append(q.get(timeout=mode.seconds * 4 + 600))
+            driver.join(30)
+        text = report(mode, load_s, runs)
         OUT.parent.mkdir(parents=True, exist_ok=True)
         OUT.write_text(text)
         (OUT.parent / "query.json").write_text(
             json.dumps(
                 {
                     "mode": mode.name,
-                    "results": [
-                        {
-                            **dataclasses.asdict(r),
-                            "per_second": r.per_second,
-                            "rows_per_second": r.rows_per_second,
-                        }
-                        for r in results
+                    "runs": [
+                        [
+                            {
+                                **dataclasses.asdict(r),
+                                "per_second": r.per_second,
+                                "rows_per_second": r.rows_per_second,
+                            }
+                            for r in results
+                        ]
+                        for results in runs
                     ],
                 }
             )
