@@ -101,7 +101,9 @@ class QueryServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def AggregateReadings(self, request, context):
-        """Time-bucketed aggregates per sensor.
+        """Time-bucketed aggregates per sensor. On TimescaleDB, buckets a matching
+        continuous aggregate holds materialised and up to date are read from it,
+        the rest from raw readings; the answer is the same either way.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
