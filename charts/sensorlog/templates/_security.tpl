@@ -79,6 +79,40 @@ kafka.scramSecret. */}}
 {{- end -}}
 {{- end -}}
 
+{{/* KEDA's kafka trigger for the writer's consumer group, from the writer's own client
+security (sensorlog.kafkaClient), as JSON {"metadata": {...}, "secretTargetRef": [...],
+"env": [...]}. The references name the very Secret keys the writer mounts or reads, so
+scaler and writer cannot drift apart. sasl and tls are plain words KEDA (>= 2.10) reads
+from the trigger metadata; the user name is no secret, but KEDA takes it only as an
+authentication parameter, so it comes from the writer container's own variable. */}}
+{{- define "sensorlog.kedaKafkaAuth" -}}
+{{- $k := include "sensorlog.kafkaClient" . | fromJson -}}
+{{- $metadata := dict -}}
+{{- $refs := list -}}
+{{- $env := list -}}
+{{- if has $k.protocol (list "SSL" "SASL_SSL") -}}
+{{- $_ := set $metadata "tls" "enable" -}}
+{{- with $k.caSecret.name -}}
+{{- $refs = append $refs (dict "parameter" "ca" "name" . "key" $k.caSecret.key) -}}
+{{- end -}}
+{{- with $k.clientCertSecret -}}
+{{- $refs = append $refs (dict "parameter" "cert" "name" . "key" "tls.crt") -}}
+{{- $refs = append $refs (dict "parameter" "key" "name" . "key" "tls.key") -}}
+{{- end -}}
+{{- end -}}
+{{- if has $k.protocol (list "SASL_PLAINTEXT" "SASL_SSL") -}}
+{{- $sasl := get (dict "PLAIN" "plaintext" "SCRAM-SHA-256" "scram_sha256" "SCRAM-SHA-512" "scram_sha512") $k.saslMechanism -}}
+{{- if not $sasl -}}
+{{- fail (printf "writer.keda.enabled with kafkaSecurity.saslMechanism=%s: KEDA's kafka trigger is given only PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512 (sasl plaintext, scram_sha256, scram_sha512); set writer.keda.enabled=false and use writer.autoscaling" $k.saslMechanism) -}}
+{{- end -}}
+{{- $_ := set $metadata "sasl" $sasl -}}
+{{- $refs = append $refs (dict "parameter" "password" "name" $k.saslPasswordSecret.name "key" $k.saslPasswordSecret.key) -}}
+{{- /* The env helper's name for the writer's kafkaSaslUsername setting. */ -}}
+{{- $env = append $env (dict "parameter" "username" "name" "SENSORLOG_WRITER_KAFKA_SASL_USERNAME" "containerName" "writer") -}}
+{{- end -}}
+{{- dict "metadata" $metadata "secretTargetRef" $refs "env" $env | toJson -}}
+{{- end -}}
+
 {{/* gRPC TLS settings of the query service (JSON dict). */}}
 {{- define "sensorlog.grpcSecuritySettings" -}}
 {{- $t := .Values.query.tls -}}
