@@ -79,6 +79,7 @@ KEDA_KAFKA_METADATA = {
     "topic",
     "lagThreshold",
     "allowIdleConsumers",
+    "version",
     "sasl",
     "tls",
 }
@@ -203,6 +204,16 @@ def test_plaintext_kafka_gets_no_trigger_authentication(which: str) -> None:
     trigger = kafka_trigger(docs)
     assert "authenticationRef" not in trigger
     assert not {"sasl", "tls"} & set(trigger["metadata"])
+    # KEDA's default protocol version (1.0.0) is refused by Kafka 4 (KIP-896).
+    assert trigger["metadata"]["version"] == "2.1.0"
+
+
+def test_kafka_version_of_the_lag_scaler_is_checked() -> None:
+    docs = keda_render("helm4", "writer.keda.kafkaVersion=3.9.0")
+    assert kafka_trigger(docs)["metadata"]["version"] == "3.9.0"
+    args = ["template", "sensorlog", str(CHART), *sets(*KEDA, "writer.keda.kafkaVersion=latest")]
+    r = helm("helm4", *args, check=False)
+    assert r.returncode != 0 and "/writer/keda/kafkaVersion" in r.stderr
 
 
 def test_tls_with_the_system_trust_store_needs_no_references() -> None:
