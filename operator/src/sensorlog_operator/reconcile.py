@@ -66,8 +66,7 @@ class Action:
     policy: str  # "hypertable", "retention", "compression", "cagg/<name>"
     description: str  # past tense, for events: "added retention policy (drop after 30d)"
     sql: str
-    # Run one by one after ``sql``: statements such as CREATE MATERIALIZED VIEW ... WITH
-    # (timescaledb.continuous) refuse to share an implicit transaction.
+    # Run after ``sql``, in the same transaction (see timescale.apply).
     then: tuple[str, ...] = ()
 
 
@@ -388,8 +387,9 @@ def _caggs(spec: HypertableSpec, obs: Observed, owner: str) -> list[Action]:
                     f"(bucket {duration.render(cagg.bucket)})",
                     f"CREATE MATERIALIZED VIEW {view} WITH (timescaledb.continuous) AS "
                     f"{cagg_query(spec, cagg)} WITH NO DATA",
-                    # One statement text, so one transaction: a view is never
-                    # left half tagged (the query service would skip it for good).
+                    # In the CREATE's transaction (WITH NO DATA allows one): a view is
+                    # never left untagged or half tagged (the query service would skip
+                    # it, the operator refuse it as not its own).
                     then=(
                         "; ".join(
                             [

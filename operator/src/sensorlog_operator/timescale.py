@@ -223,9 +223,12 @@ async def apply(conn: asyncpg.Connection, actions: Iterable[Action]) -> list[Act
     done: list[Action] = []
     for action in actions:
         log.info("applying", extra={"policy": action.policy, "action": action.description})
-        await conn.execute(action.sql)
-        for statement in action.then:
-            await conn.execute(statement)
+        # One transaction per action: an operator killed between a view's CREATE and
+        # its owner comment would leave a view it then refuses as someone else's.
+        async with conn.transaction():
+            await conn.execute(action.sql)
+            for statement in action.then:
+                await conn.execute(statement)
         done.append(action)
     return done
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -183,11 +184,59 @@ def dsn(db_proxy: TcpProxy) -> str:
 
 
 class Operator:
-    def __init__(self, proc: Process, status_port: int) -> None:
-        self.proc, self.status_port = proc, status_port
+    """sensorlog-operator as in its pod: its own process, the chart's ServiceAccount token.
+
+    It can be stopped and started again (same log file, same status port), with
+    settings overridden for one run, to test what a restart does.
+    """
+
+    def __init__(self, env: dict[str, str], log: Path, status_port: int) -> None:
+        self.env, self.log_path, self.status_port = env, log, status_port
+        self.proc: Process | None = None
+        self._run_offset = 0
+
+    def start(self, **settings: str) -> None:
+        """Start with the session's environment, ``settings`` overriding
+        ``SENSORLOG_OPERATOR_<NAME>`` for this run; return once /readyz answers."""
+        assert self.proc is None or not self.proc.alive(), "the operator is already running"
+        overrides = {f"SENSORLOG_OPERATOR_{k.upper()}": v for k, v in settings.items()}
+        self._run_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        argv = [sys.executable, "-m", "sensorlog_operator"]
+        env = {**self.env, **overrides}
+        self.proc = Process("operator", argv, self.log_path, env=env, cwd=ROOT)
+        wait_until(lambda: _ready(self), 60, "sensorlog-operator /readyz", self.log_path)
+
+    def stop(self, timeout: float = 20.0) -> int | None:
+        """SIGTERM, as Kubernetes stops a pod; the exit code (None: it had to be killed)."""
+        if self.proc is None:
+            return None
+        proc, self.proc = self.proc, None
+        proc.signal(signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.popen.wait(timeout)
+        code = proc.popen.returncode
+        proc.stop()
+        return code
+
+    def kill(self) -> None:
+        """SIGKILL: no handler finishes, nothing is written back."""
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.stop()
+            self.proc = None
+
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.alive()
 
     def log(self) -> str:
-        return self.proc.log.read_text(errors="replace")
+        """Everything every run of this operator logged."""
+        return self.log_path.read_text(errors="replace")
+
+    def run_log(self) -> str:
+        """What the current (or last) run logged."""
+        with open(self.log_path, "rb") as f:
+            f.seek(self._run_offset)
+            return f.read().decode(errors="replace")
 
     def http(self, path: str) -> tuple[int, str]:
         try:
@@ -202,7 +251,6 @@ class Operator:
 def operator(
     cluster: Cluster, dsn: str, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Operator]:
-    """sensorlog-operator as in its pod: its own process, the chart's ServiceAccount token."""
     cluster.kubectl("create", "secret", "generic", "db", "-n", NS, f"--from-literal=dsn={dsn}")
     port = free_port()
     env = {
@@ -215,23 +263,22 @@ def operator(
         "SENSORLOG_OPERATOR_METRICS_PORT": str(port),
         "SENSORLOG_OPERATOR_METRICS_HOST": "127.0.0.1",
         "SENSORLOG_OPERATOR_LOG_FORMAT": "text",
+        "SENSORLOG_OPERATOR_NAMESPACES": "",  # cluster-wide, whatever the shell has
     }
-    env.pop("SENSORLOG_OPERATOR_NAMESPACES", None)
     log = tmp_path_factory.mktemp("operator") / "operator.log"
-    proc = Process("operator", [sys.executable, "-m", "sensorlog_operator"], log, env=env, cwd=ROOT)
-    op = Operator(proc, port)
+    op = Operator(env, log, port)
     try:
-        wait_until(lambda: _ready(op), 60, "sensorlog-operator /readyz", log)
+        op.start()
         yield op
     finally:
-        proc.stop(timeout=20)
+        op.stop()
         if os.environ.get("SENSORLOG_OPERATOR_TEST_LOG"):
             print(op.log())
 
 
 def _ready(op: Operator) -> bool:
-    if not op.proc.alive():
-        raise RuntimeError(f"operator exited:\n{op.log()[-4000:]}")
+    if op.proc is None or not op.proc.alive():
+        raise RuntimeError(f"operator exited:\n{op.run_log()[-4000:]}")
     try:
         return op.http("/readyz")[0] == 200
     except OSError:
