@@ -12,6 +12,7 @@
 //   on Terminate, which asyncpg's close() waits for;
 // - buffers COPY FROM STDIN and hands it to PGlite in one call (the backend
 //   cannot wait for more input: a lone COPY query aborts the WASM instance);
+// - loads TimescaleDB's library at boot on a reopened data dir (see boot());
 // - keeps PGlite's session defaults normal: its reset value of search_path is
 //   pg_catalog and of client_min_messages debug3 (every statement would send
 //   DEBUG notices), so they are set at boot and again after RESET ALL.
@@ -104,6 +105,11 @@ class Session {
     for (const m of backendMessages(sp)) if (m.type === 'D') searchPath = dataRow(m.body)[0]
     this.defaults = `SET search_path TO ${searchPath}; SET client_min_messages TO notice`
     await this.restoreDefaults()
+    // On a reopened data dir the extension runs without its TSL module until the
+    // library is loaded explicitly: continuous aggregates were refused as "not
+    // supported under the current license".
+    const ext = await this.exec([query("SELECT 1 FROM pg_extension WHERE extname = 'timescaledb'")])
+    if ([...backendMessages(ext)].some((m) => m.type === 'D')) await this.exec([query("LOAD 'timescaledb'")])
   }
 
   async restoreDefaults() {

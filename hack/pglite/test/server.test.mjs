@@ -245,3 +245,30 @@ describe('pglite front', () => {
     await new Promise((resolve) => s.once('close', resolve))
   })
 })
+
+describe('pglite front on a reopened data dir', () => {
+  test('continuous aggregates still work after a restart', async () => {
+    const dataDir = await mkdtemp(join(tmpdir(), 'pglite-reopen-'))
+    try {
+      for (const round of [0, 1]) {
+        const server = await startServer({ dataDir, port: 0 })
+        try {
+          const c = await Client.connect(server.port)
+          await c.query('CREATE EXTENSION IF NOT EXISTS timescaledb')
+          await c.query(`CREATE TABLE m${round} (ts timestamptz NOT NULL, v float8)`)
+          await c.query(`SELECT create_hypertable('m${round}', by_range('ts'))`)
+          const view = await c.query(
+            `CREATE MATERIALIZED VIEW m${round}_hourly WITH (timescaledb.continuous) AS ` +
+              `SELECT time_bucket('1 hour', ts) AS bucket, avg(v) FROM m${round} GROUP BY bucket WITH NO DATA`,
+          )
+          assert.equal(view.error, null, `round ${round}: ${view.error?.M}`)
+          c.close()
+        } finally {
+          await server.close()
+        }
+      }
+    } finally {
+      await rm(dataDir, { recursive: true, force: true })
+    }
+  })
+})
