@@ -14,7 +14,7 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from sensorlog_stack.proc import Process, StackError, free_port, wait_until
+from sensorlog_stack.proc import Process, StackError, as_user, free_port, wait_until
 
 PG_BIN = Path(os.environ.get("SENSORLOG_PG_BIN", "/usr/lib/postgresql/15/bin"))
 
@@ -88,23 +88,21 @@ class Postgres:
         self.base_dir.mkdir(parents=True, exist_ok=True)
         self.sock_dir.mkdir(parents=True, exist_ok=True)
         self._chown(self.base_dir)
+        initdb = [
+            str(PG_BIN / "initdb"),
+            "-D",
+            str(self.data_dir),
+            "-U",
+            self.db_user,
+            "--auth=trust",
+            "--encoding=UTF8",
+            "--no-sync",
+        ]
         r = subprocess.run(
-            [
-                str(PG_BIN / "initdb"),
-                "-D",
-                str(self.data_dir),
-                "-U",
-                self.db_user,
-                "--auth=trust",
-                "--encoding=UTF8",
-                "--no-sync",
-            ],
+            as_user(initdb, _run_user()),
             check=False,
             capture_output=True,
             text=True,
-            user=_run_user(),
-            group=_run_user(),
-            extra_groups=[] if _run_user() else None,
             cwd=self.base_dir,
         )
         if r.returncode != 0:

@@ -55,6 +55,19 @@ def wait_until(
     raise StackError(f"{what} not ready after {timeout:.0f}s{tail}")
 
 
+def as_user(argv: Sequence[str], user: str | None) -> list[str]:
+    """``argv``, run as ``user`` (and its group) when given.
+
+    setpriv drops the privileges after exec, so Popen can vfork: with its own
+    user= it must fork, and a forked child runs the parent's atfork handlers
+    (gRPC's, while gRPC threads were busy, segfaulted a PostgreSQL restart
+    under query load).
+    """
+    if user is None:
+        return list(argv)
+    return ["setpriv", f"--reuid={user}", f"--regid={user}", "--clear-groups", "--", *argv]
+
+
 class Process:
     """A child process in its own session, killed with its group on stop."""
 
@@ -75,16 +88,13 @@ class Process:
         if env:
             full_env.update(env)
         self.popen = subprocess.Popen(
-            list(argv),
+            as_user(argv, user),
             stdout=self._logf,
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             env=full_env,
             cwd=cwd,
             start_new_session=True,
-            user=user,
-            group=user,
-            extra_groups=[] if user else None,
         )
 
     @property
