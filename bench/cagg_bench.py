@@ -177,13 +177,21 @@ def report(readings: int, load_s: float, lat: dict[str, dict[str, list[float]]])
         f"{load_s:.0f}s). {CALLS} calls per shape and server, taking turns; every answer "
         "pair was compared and equal.",
         "",
+        *table(lat),
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def table(lat: dict[str, dict[str, list[float]]]) -> list[str]:
+    """p50 per request shape on each side, and the speedup (also used by report.py)."""
+    lines = [
         "| request | p50 ms raw rows | p50 ms continuous aggregate | speedup |",
         "|---|---:|---:|---:|",
     ]
     for name, sides in lat.items():
         raw, view = statistics.median(sides["raw"]), statistics.median(sides["view"])
         lines.append(f"| {name} | {raw * 1000:.1f} | {view * 1000:.1f} | {raw / view:.1f}x |")
-    return "\n".join(lines) + "\n"
+    return lines
 
 
 def _server(dsn: str, port: int, base: Path, caggs: bool) -> subprocess.Popen[bytes]:

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import cagg_bench  # bench/ is sys.path[0] when this runs as a script
 import matplotlib
 
 matplotlib.use("Agg")
@@ -194,12 +195,8 @@ def cagg_section(c: Any) -> list[str]:
         "query server with and without `continuous_aggregates`, taking turns; every answer "
         "pair compared equal.",
         "",
-        "| request | p50 ms raw rows | p50 ms continuous aggregate | speedup |",
-        "|---|---:|---:|---:|",
+        *cagg_bench.table(c["latencies"]),
     ]
-    for name, sides in c["latencies"].items():
-        raw, view = statistics.median(sides["raw"]), statistics.median(sides["view"])
-        lines.append(f"| {name} | {raw * 1000:.1f} | {view * 1000:.1f} | {raw / view:.1f}x |")
     return [*lines, ""]
 
 

@@ -166,6 +166,14 @@ def _range(p: _Params, start_us: int, end_us: int, sensor_ids: Sequence[int] | N
     return where
 
 
+def _ordered(where: Sequence[str], descending: bool) -> str:
+    d = "DESC" if descending else "ASC"
+    return (
+        f"SELECT {READING_COLUMNS} FROM sensor_data WHERE {' AND '.join(where)} "
+        f"ORDER BY ts {d}, sensor_id {d}"
+    )
+
+
 def list_readings(
     sensor_ids: Sequence[int] | None,
     start_us: int,
@@ -180,12 +188,7 @@ def list_readings(
     if after is not None:
         op = "<" if descending else ">"
         where.append(f"(ts, sensor_id) {op} ({p(to_datetime(after[0]))}, {p(after[1])})")
-    d = "DESC" if descending else "ASC"
-    sql = (
-        f"SELECT {READING_COLUMNS} FROM sensor_data WHERE {' AND '.join(where)} "
-        f"ORDER BY ts {d}, sensor_id {d} LIMIT {p(limit)}"
-    )
-    return Query(sql, tuple(p.args))
+    return Query(f"{_ordered(where, descending)} LIMIT {p(limit)}", tuple(p.args))
 
 
 def stream_readings(
@@ -193,12 +196,7 @@ def stream_readings(
 ) -> Query:
     p = _Params()
     where = _range(p, start_us, end_us, sensor_ids)
-    d = "DESC" if descending else "ASC"
-    sql = (
-        f"SELECT {READING_COLUMNS} FROM sensor_data WHERE {' AND '.join(where)} "
-        f"ORDER BY ts {d}, sensor_id {d}"
-    )
-    return Query(sql, tuple(p.args))
+    return Query(_ordered(where, descending), tuple(p.args))
 
 
 def latest_readings(

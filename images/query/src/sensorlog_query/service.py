@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -446,8 +447,17 @@ class QueryService(pb_grpc.QueryServiceServicer):
                     )
                     wanted = [(a.value, f.value) for f, a in columns]
                     plan = caggs.plan(available, start, end, width, wanted)
-                args = (ids, start, end, width, columns, request.fill_gaps)
-                rows = await self._aggregate(context, conn, flavor, plan, args)
+                build = functools.partial(
+                    queries.aggregate_readings,
+                    flavor,
+                    ids,
+                    start,
+                    end,
+                    width,
+                    columns,
+                    request.fill_gaps,
+                )
+                rows = await self._aggregate(context, conn, build, plan)
             return wire.buckets(rows, columns), len(rows)
 
         return await self._unary("AggregateReadings", context, run)
@@ -456,18 +466,10 @@ class QueryService(pb_grpc.QueryServiceServicer):
         self,
         context: Context,
         conn: asyncpg.Connection,
-        flavor: db.Flavor,
+        build: Callable[..., queries.Query],
         plan: caggs.Plan | None,
-        args: tuple[
-            Sequence[int] | None,
-            int,
-            int,
-            int,
-            Sequence[tuple[queries.Field, queries.Aggregation]],
-            bool,
-        ],
     ) -> list[asyncpg.Record]:
-        q = queries.aggregate_readings(flavor, *args, view=plan)
+        q = build(view=plan)
         try:
             with tracing.sql_span(tracer, q.sql) as span:
                 if plan is not None:
@@ -480,7 +482,7 @@ class QueryService(pb_grpc.QueryServiceServicer):
                 raise
             # The view was dropped or changed since the catalog was read.
             self.db.views.forget()
-            return await self._aggregate(context, conn, flavor, None, args)
+            return await self._aggregate(context, conn, build, None)
         aggregate_source("raw" if plan is None else "continuous_aggregate").inc()
         return rows
 

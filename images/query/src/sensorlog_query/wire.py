@@ -15,7 +15,7 @@ their default (0) are left out, as proto3 does; ``value`` only when present.
 from __future__ import annotations
 
 import struct
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from functools import lru_cache
 from typing import Any
 
@@ -54,18 +54,27 @@ def _timestamp(us: int) -> bytes:
     return b"\x12" + varint(len(body)) + body
 
 
-def buckets(
-    rows: Sequence[Sequence[Any]], columns: Sequence[tuple[queries.Field, queries.Aggregation]]
-) -> pb.AggregateReadingsResponse:
-    """The response for rows (sensor_id, bucket_us, n, v0, v1, ...); ``v<i>`` None: no value."""
-    present: list[bytes] = []  # an AggregateValue up to its value's 8 bytes
-    absent: list[bytes] = []  # a whole AggregateValue without a value
+@lru_cache(maxsize=256)
+def _layout(
+    columns: tuple[tuple[queries.Field, queries.Aggregation], ...],
+) -> tuple[list[bytes], list[bytes], Callable[..., bytes]]:
+    """Per column: an AggregateValue up to its value's 8 bytes, one without a value;
+    and one struct.pack for a row with every value present (the usual row)."""
+    present: list[bytes] = []
+    absent: list[bytes] = []
     for f, a in columns:
         pair = _field(0x08, v.FIELD_ENUM[f]) + _field(0x10, v.AGGREGATION_ENUM[a])
         present.append(b"\x22" + varint(len(pair) + 9) + pair + b"\x19")
         absent.append(b"\x22" + varint(len(pair)) + pair)
-    # All values present (the usual row): one struct.pack for the lot.
     packer = struct.Struct("<" + "".join(f"{len(p)}sd" for p in present)).pack
+    return present, absent, packer
+
+
+def buckets(
+    rows: Sequence[Sequence[Any]], columns: Sequence[tuple[queries.Field, queries.Aggregation]]
+) -> pb.AggregateReadingsResponse:
+    """The response for rows (sensor_id, bucket_us, n, v0, v1, ...); ``v<i>`` None: no value."""
+    present, absent, packer = _layout(tuple(columns))
     args: list[Any] = [None] * (2 * len(columns))
     args[0::2] = present
     starts: dict[int, bytes] = {}
